@@ -1,0 +1,20 @@
+//! The pure domain: the event model, envelope parsing, validation and key
+//! encoding. Nothing here knows about HTTP, SQLite or AWS.
+
+pub mod envelope;
+pub mod keys;
+pub mod message;
+pub mod model;
+pub mod process;
+pub mod schema;
+pub mod time;
+
+pub use envelope::{
+    Envelope, EnvelopeError, EventInput, FieldError, Limits, parse_body, parse_event,
+};
+pub use keys::{Seq, ts_seq};
+pub use message::{EncodedMessage, MESSAGE_VERSION, MessageError, QueuedBatch, QueuedEvent};
+pub use model::{ErrorCode, ErrorRecord, StoredEvent};
+pub use process::{Context, Rules, Verdict, judge};
+pub use schema::{SchemaCheck, SchemaError, SchemaRegistry};
+pub use time::{Timestamp, TimestampError};

@@ -1,0 +1,3 @@
+//! The Eye's core library.
+
+pub mod domain;
