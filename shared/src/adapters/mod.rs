@@ -1,0 +1,4 @@
+//! Adapters: one per backend. They translate between the ports and a backend's
+//! API, and decide nothing.
+
+pub mod memory;

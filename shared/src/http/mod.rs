@@ -1,0 +1,508 @@
+//! The one HTTP handler: `http::Request<Bytes> -> http::Response<Bytes>`.
+//!
+//! The local server (axum) and the ingest Lambda (`lambda_http`) both call
+//! [`Api::handle`], so they answer every request the same way.
+
+mod auth;
+mod query;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use serde::Serialize;
+use serde_json::json;
+
+pub use auth::{ApiKeyAuth, Authenticator, GatewayAuth, GatewayIdentity};
+
+use crate::domain::keys::generated_event_id;
+use crate::domain::{
+    EnvelopeError, FieldError, Limits, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Timestamp,
+    parse_body,
+};
+use crate::ports::{BackendError, ErrorQuery, EventQuery, EventQueue, Principal, Scope};
+
+/// The landing page.
+const INDEX_HTML: &str = include_str!("index.html");
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Reports backend status for `GET /health` (queue depth, dead letters…).
+#[async_trait::async_trait]
+pub trait StatusSource: Send + Sync {
+    /// A JSON object merged into the health answer.
+    async fn status(&self) -> Result<serde_json::Value, BackendError>;
+}
+
+/// The HTTP API over the ports.
+#[derive(Clone)]
+pub struct Api {
+    auth: Arc<dyn Authenticator>,
+    queue: Arc<dyn EventQueue>,
+    events: Option<Arc<dyn EventQuery>>,
+    errors: Option<Arc<dyn ErrorQuery>>,
+    status: Option<Arc<dyn StatusSource>>,
+    limits: Limits,
+    enqueue_timeout: Duration,
+    retry_after_secs: u32,
+}
+
+impl Api {
+    /// An ingest-only API: queries answer 404 until [`Api::with_queries`] adds them.
+    pub fn new(auth: Arc<dyn Authenticator>, queue: Arc<dyn EventQueue>) -> Self {
+        Self {
+            auth,
+            queue,
+            events: None,
+            errors: None,
+            status: None,
+            limits: Limits::default(),
+            enqueue_timeout: Duration::from_secs(5),
+            retry_after_secs: 1,
+        }
+    }
+
+    /// Serves the query endpoints from these stores.
+    pub fn with_queries(
+        mut self,
+        events: Arc<dyn EventQuery>,
+        errors: Arc<dyn ErrorQuery>,
+    ) -> Self {
+        self.events = Some(events);
+        self.errors = Some(errors);
+        self
+    }
+
+    /// Adds backend status to `GET /health`.
+    pub fn with_status(mut self, status: Arc<dyn StatusSource>) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets the request limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long ingest waits for the queue before answering 503.
+    pub fn with_enqueue_timeout(mut self, timeout: Duration) -> Self {
+        self.enqueue_timeout = timeout;
+        self
+    }
+
+    /// The request limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = &parts.method;
+        let result = match (segments.as_slice(), method) {
+            ([""], &Method::GET) => Ok(html(INDEX_HTML)),
+            (["health"], &Method::GET) => Ok(self.health().await),
+            (["openapi.json"], &Method::GET) => Ok(raw_json(StatusCode::OK, OPENAPI_JSON)),
+            (["v1", "events"], &Method::POST) => self.ingest(&parts, body).await,
+            (["v1", "events"], &Method::GET) => self.find_events(&parts).await,
+            (["v1", "sessions", session, "events"], &Method::GET) => {
+                self.session_events(&parts, session).await
+            }
+            (["v1", "errors"], &Method::GET) => self.find_errors(&parts).await,
+            (
+                [""]
+                | ["health"]
+                | ["openapi.json"]
+                | ["v1", "errors"]
+                | ["v1", "sessions", _, "events"],
+                _,
+            ) => Err(method_not_allowed("GET")),
+            (["v1", "events"], _) => Err(method_not_allowed("GET, POST")),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {method} {path}; see GET /openapi.json"),
+            )),
+        };
+        result.unwrap_or_else(ApiError::into_response)
+    }
+
+    async fn authorize(
+        &self,
+        parts: &http::request::Parts,
+        scope: Scope,
+    ) -> Result<Principal, ApiError> {
+        match self.auth.authenticate(parts).await {
+            Ok(Some(principal)) if principal.can(scope) => Ok(principal),
+            Ok(_) => Err(ApiError::Forbidden),
+            Err(e) => Err(unavailable("the key store", &e, self.retry_after_secs)),
+        }
+    }
+
+    async fn health(&self) -> Response<Bytes> {
+        let mut body = json!({"status": "ok"});
+        if let Some(status) = &self.status {
+            match status.status().await {
+                Ok(serde_json::Value::Object(extra)) => {
+                    for (k, v) in extra {
+                        body[k] = v;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"status": "unavailable", "reason": e.to_string()}),
+                    );
+                }
+            }
+        }
+        json_response(StatusCode::OK, &body)
+    }
+
+    async fn ingest(
+        &self,
+        parts: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let principal = self.authorize(parts, Scope::Ingest).await?;
+        check_content_type(parts)?;
+        let envelope = parse_body(&body, &self.limits).map_err(envelope_error)?;
+
+        let received_at = Timestamp::now();
+        let event_ids: Vec<String> = envelope
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match &e.event_id {
+                Some(id) => id.to_string(),
+                None => generated_event_id(&principal.app, i, e.raw.get()),
+            })
+            .collect();
+        let batch = QueuedBatch {
+            v: MESSAGE_VERSION,
+            app: principal.app.as_str().into(),
+            received_at,
+            sent_at: envelope.sent_at,
+            events: envelope
+                .events
+                .iter()
+                .zip(&event_ids)
+                .map(|(e, id)| QueuedEvent {
+                    event_id: id.as_str().into(),
+                    event: e.raw,
+                })
+                .collect(),
+        };
+        match tokio::time::timeout(self.enqueue_timeout, self.queue.enqueue(&batch)).await {
+            Ok(Ok(())) => Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({"accepted": event_ids.len(), "event_ids": event_ids}),
+            )),
+            Ok(Err(e)) => Err(unavailable("the queue", &e, self.retry_after_secs)),
+            Err(_) => Err(unavailable(
+                "the queue",
+                &BackendError::Busy(format!("no answer within {:?}", self.enqueue_timeout)),
+                self.retry_after_secs,
+            )),
+        }
+    }
+
+    async fn session_events(
+        &self,
+        parts: &http::request::Parts,
+        session: &str,
+    ) -> Result<Response<Bytes>, ApiError> {
+        self.authorize(parts, Scope::Query).await?;
+        let store = self.events.as_ref().ok_or_else(queries_not_served)?;
+        let session = query::decode_path_segment(session)?;
+        let params = query::Params::parse(parts.uri.query(), &["limit", "cursor"])?;
+        let page = params.page(&format!("s:{session}"))?;
+        let found = store
+            .session_events(&session, page)
+            .await
+            .map_err(|e| unavailable("the event store", &e, self.retry_after_secs))?;
+        Ok(page_response("events", found, &format!("s:{session}")))
+    }
+
+    async fn find_events(&self, parts: &http::request::Parts) -> Result<Response<Bytes>, ApiError> {
+        self.authorize(parts, Scope::Query).await?;
+        let store = self.events.as_ref().ok_or_else(queries_not_served)?;
+        let params = query::Params::parse(
+            parts.uri.query(),
+            &["category", "from", "to", "limit", "cursor"],
+        )?;
+        let filter = params.event_filter()?;
+        let kind = "e";
+        let page = params.page(kind)?;
+        let found = store
+            .find_events(&filter, page)
+            .await
+            .map_err(|e| unavailable("the event store", &e, self.retry_after_secs))?;
+        Ok(page_response("events", found, kind))
+    }
+
+    async fn find_errors(&self, parts: &http::request::Parts) -> Result<Response<Bytes>, ApiError> {
+        self.authorize(parts, Scope::Query).await?;
+        let store = self.errors.as_ref().ok_or_else(queries_not_served)?;
+        let params = query::Params::parse(
+            parts.uri.query(),
+            &["code", "from", "to", "limit", "cursor"],
+        )?;
+        let filter = params.error_filter()?;
+        let kind = "x";
+        let page = params.page(kind)?;
+        let found = store
+            .find_errors(&filter, page)
+            .await
+            .map_err(|e| unavailable("the error store", &e, self.retry_after_secs))?;
+        Ok(page_response("errors", found, kind))
+    }
+}
+
+fn page_response<T: Serialize>(
+    name: &str,
+    page: crate::ports::Page<T>,
+    kind: &str,
+) -> Response<Bytes> {
+    let next = page.next.map(|key| query::encode_cursor(kind, &key));
+    json_response(
+        StatusCode::OK,
+        &json!({name: page.items, "next_cursor": next}),
+    )
+}
+
+fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {
+    let Some(value) = parts.headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type {:?} is not JSON; send the body as application/json (or leave Content-Type out)",
+                value.to_str().unwrap_or("<not text>")
+            ),
+        ))
+    }
+}
+
+fn envelope_error(e: EnvelopeError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        EnvelopeError::BodyTooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{message}; split the events over several requests"),
+        ),
+        EnvelopeError::EventTooLarge { index, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{message}; keep large data out of events"),
+        )
+        .with_details(vec![FieldError {
+            index: Some(index),
+            field: None,
+            message,
+        }]),
+        EnvelopeError::MalformedJson { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("{message}; fix the JSON syntax and send it again"),
+        ),
+        EnvelopeError::InvalidBody { field, .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message.clone()).with_details(
+                vec![FieldError {
+                    index: None,
+                    field,
+                    message,
+                }],
+            )
+        }
+        EnvelopeError::EmptyBatch => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_batch",
+            "the request has no events; send at least one".to_owned(),
+        ),
+        EnvelopeError::TooManyEvents { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_many_events",
+            format!("{message}; split the events over several requests"),
+        ),
+        EnvelopeError::InvalidEvents(details) => {
+            let events: std::collections::BTreeSet<_> =
+                details.iter().filter_map(|d| d.index).collect();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_event",
+                format!(
+                    "{} event(s) are invalid and nothing was accepted; fix the fields listed in details and send the request again",
+                    events.len()
+                ),
+            )
+            .with_details(details)
+        }
+    }
+}
+
+fn queries_not_served() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this deployment does not serve queries; query with `eye events` / `eye errors` or the AWS CLI".to_owned(),
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    ApiError::MethodNotAllowed(allow)
+}
+
+fn unavailable(what: &str, e: &BackendError, retry_after: u32) -> ApiError {
+    tracing::warn!(error = %e, "{what} is unavailable");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("{what} cannot take this request right now ({e}); nothing was accepted, retry after {retry_after}s"),
+    )
+    .with_retry_after(retry_after)
+}
+
+/// An error answer. Every one but [`ApiError::Forbidden`] has the shape
+/// `{"error": {"code", "message", "details"}}`.
+#[derive(Debug)]
+pub enum ApiError {
+    /// `403 {"message": "Forbidden"}`, as API Gateway answers.
+    Forbidden,
+    /// `405`, with the allowed methods.
+    MethodNotAllowed(&'static str),
+    /// Any other error.
+    Error {
+        /// HTTP status.
+        status: StatusCode,
+        /// Machine-readable code.
+        code: &'static str,
+        /// What to fix.
+        message: String,
+        /// Per-field problems.
+        details: Vec<FieldError>,
+        /// Seconds for the `Retry-After` header.
+        retry_after: Option<u32>,
+    },
+}
+
+impl ApiError {
+    /// An error with no details.
+    pub fn new(status: StatusCode, code: &'static str, message: String) -> Self {
+        ApiError::Error {
+            status,
+            code,
+            message,
+            details: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    fn with_details(mut self, more: Vec<FieldError>) -> Self {
+        if let ApiError::Error { details, .. } = &mut self {
+            *details = more;
+        }
+        self
+    }
+
+    fn with_retry_after(mut self, secs: u32) -> Self {
+        if let ApiError::Error { retry_after, .. } = &mut self {
+            *retry_after = Some(secs);
+        }
+        self
+    }
+
+    /// The HTTP answer.
+    pub fn into_response(self) -> Response<Bytes> {
+        match self {
+            ApiError::Forbidden => {
+                json_response(StatusCode::FORBIDDEN, &json!({"message": "Forbidden"}))
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                let mut r = json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"error": {
+                        "code": "method_not_allowed",
+                        "message": format!("use {allow} on this path"),
+                        "details": [],
+                    }}),
+                );
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                r
+            }
+            ApiError::Error {
+                status,
+                code,
+                message,
+                details,
+                retry_after,
+            } => {
+                let mut r = json_response(
+                    status,
+                    &json!({"error": {"code": code, "message": message, "details": details}}),
+                );
+                if let Some(secs) = retry_after {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                r
+            }
+        }
+    }
+}
+
+/// A JSON answer.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Bytes> {
+    // Serialising our own answer types cannot fail.
+    raw_json_owned(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+fn raw_json(status: StatusCode, body: &'static str) -> Response<Bytes> {
+    respond(
+        status,
+        "application/json",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+fn raw_json_owned(status: StatusCode, body: Vec<u8>) -> Response<Bytes> {
+    respond(status, "application/json", Bytes::from(body))
+}
+
+fn html(body: &'static str) -> Response<Bytes> {
+    respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Bytes> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}

@@ -1,0 +1,210 @@
+//! Ports: one small trait per capability. Adapters implement them; the HTTP
+//! handler and the processor use nothing else.
+
+use async_trait::async_trait;
+
+use crate::domain::{ErrorCode, ErrorRecord, QueuedBatch, StoredEvent, Timestamp};
+
+/// A backend failure. Every one is worth retrying later; `Busy` says the backend
+/// shed load on purpose (throttling, a full queue), so the caller should back off.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Overloaded or throttled: try again after a pause.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// Any other failure: timeouts, lost connections, I/O errors, misconfiguration.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Ingest's side of the queue.
+#[async_trait]
+pub trait EventQueue: Send + Sync {
+    /// Durably enqueues a request's events: when this returns `Ok`, a crash
+    /// cannot lose them.
+    async fn enqueue(&self, batch: &QueuedBatch<'_>) -> Result<(), BackendError>;
+}
+
+/// The result of one idempotent write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Written now.
+    Stored,
+    /// Already there: a redelivery or a resend of the same event.
+    Duplicate,
+}
+
+/// Where valid events go. Writes are idempotent: an event whose key exists is
+/// reported as [`PutOutcome::Duplicate`] and not written again.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Stores events; one result per event, in order.
+    async fn put_events(&self, events: Vec<StoredEvent>) -> Vec<Result<PutOutcome, BackendError>>;
+}
+
+/// Where invalid events go, with their reasons. Idempotent by `error_id`.
+#[async_trait]
+pub trait ErrorStore: Send + Sync {
+    /// Stores error records; one result per record, in order.
+    async fn put_errors(&self, errors: Vec<ErrorRecord>) -> Vec<Result<PutOutcome, BackendError>>;
+}
+
+/// One page of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Most items to return.
+    pub limit: usize,
+    /// Continue after this key (the `next` of the previous page).
+    pub after: Option<String>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items, in key order.
+    pub items: Vec<T>,
+    /// The key to continue after, when more items may follow.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` fetched items: the extra one only
+    /// tells that more follow.
+    pub fn from_fetched(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = if more { items.last().map(key) } else { None };
+        Page { items, next }
+    }
+}
+
+/// Which events to list: a category, a time range of `timestamp`, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this category.
+    pub category: Option<String>,
+    /// From this time, inclusive.
+    pub from: Option<Timestamp>,
+    /// Up to this time, exclusive.
+    pub to: Option<Timestamp>,
+}
+
+/// Which error records to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorFilter {
+    /// Only this code.
+    pub code: Option<ErrorCode>,
+    /// Received from this time, inclusive.
+    pub from: Option<Timestamp>,
+    /// Received before this time, exclusive.
+    pub to: Option<Timestamp>,
+}
+
+/// Reads events for analysts.
+#[async_trait]
+pub trait EventQuery: Send + Sync {
+    /// A session's events in the order they occurred (by the sender's clock).
+    /// Keys are [`StoredEvent::session_key`].
+    async fn session_events(
+        &self,
+        session_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<StoredEvent>, BackendError>;
+
+    /// Events by category and/or time range, ordered by `timestamp`.
+    /// Keys are [`StoredEvent::time_key`].
+    async fn find_events(
+        &self,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Page<StoredEvent>, BackendError>;
+}
+
+/// Reads error records for operators.
+#[async_trait]
+pub trait ErrorQuery: Send + Sync {
+    /// Error records ordered by `received_at`. Keys are [`ErrorRecord::time_key`].
+    async fn find_errors(
+        &self,
+        filter: &ErrorFilter,
+        page: PageRequest,
+    ) -> Result<Page<ErrorRecord>, BackendError>;
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// POST events.
+    Ingest,
+    /// Read events and error records.
+    Query,
+}
+
+impl Scope {
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Query => "query",
+        }
+    }
+
+    /// Parses a scope's name.
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "ingest" => Some(Scope::Ingest),
+            "query" => Some(Scope::Query),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling: the application behind a valid key, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The application's name.
+    pub app: String,
+    /// What the key allows.
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    /// Whether the key allows `scope`.
+    pub fn can(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// Checks API keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The principal of a presented key, or `None` if it is unknown or revoked.
+    async fn verify(&self, presented: &str) -> Result<Option<Principal>, BackendError>;
+}
+
+/// A message taken off a pull queue (the embedded queue; SQS reaches the
+/// processor through the Lambda event shape instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// The queue's id for it.
+    pub id: String,
+    /// The body, as encoded by [`QueuedBatch::encode`].
+    pub body: String,
+    /// How many times it has been handed out, this time included.
+    pub receive_count: u32,
+}
+
+/// The processor's side of a pull queue.
+#[async_trait]
+pub trait QueueSource: Send + Sync {
+    /// Up to `max_messages` messages that are due, oldest first.
+    async fn receive(&self, max_messages: usize) -> Result<Vec<QueueMessage>, BackendError>;
+
+    /// Deletes the processed messages; schedules the failed ones for a retry, or
+    /// moves them to the dead letters once they have failed too often.
+    async fn complete(
+        &self,
+        processed: Vec<String>,
+        failed: Vec<(String, String)>,
+    ) -> Result<(), BackendError>;
+}
