@@ -7,3 +7,4 @@ pub mod domain;
 pub mod http;
 pub mod ports;
 pub mod processor;
+pub mod worker;

@@ -2,3 +2,5 @@
 //! API, and decide nothing.
 
 pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

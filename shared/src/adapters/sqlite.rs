@@ -1,0 +1,1124 @@
+//! The embedded backend: one SQLite file (WAL) is the durable queue, the event
+//! store, the error store, the dead letters and the API keys.
+//!
+//! All writes go through one writer thread that owns the only write connection.
+//! It takes every command waiting in its channel, applies them in one
+//! transaction (each in its own savepoint, so one failure does not undo the
+//! others), commits once, and only then answers. That is group commit: one
+//! fsync serves every request that arrived meanwhile, and no caller hears "done"
+//! before its data is on disk. Reads use a small pool of read-only connections,
+//! which WAL lets run beside the writer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::domain::keys::time_floor;
+use crate::domain::{ErrorCode, ErrorRecord, QueuedBatch, StoredEvent, Timestamp};
+use crate::http::StatusSource;
+use crate::ports::{
+    BackendError, ErrorFilter, ErrorQuery, ErrorStore, EventFilter, EventQuery, EventQueue,
+    EventStore, KeyStore, Page, PageRequest, Principal, PutOutcome, QueueMessage, QueueSource,
+    Scope,
+};
+
+/// Settings of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The database file.
+    pub path: PathBuf,
+    /// `synchronous=FULL` (fsync at every commit: survives power loss) rather
+    /// than `NORMAL` (survives a process crash; a power loss may lose the last
+    /// commits).
+    pub fsync_every_commit: bool,
+    /// Queued-but-unprocessed events above which ingest answers 503.
+    pub max_backlog_events: u64,
+    /// Deliveries of a queue message before it moves to the dead letters.
+    pub max_attempts: u32,
+    /// Bytes of request bodies waiting for the writer, above which ingest
+    /// answers 503 at once instead of queueing more in memory.
+    pub max_pending_bytes: usize,
+}
+
+impl SqliteConfig {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            fsync_every_commit: true,
+            max_backlog_events: 2_000_000,
+            max_attempts: 5,
+            max_pending_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queue (
+    id          INTEGER PRIMARY KEY,
+    body        TEXT    NOT NULL,
+    events      INTEGER NOT NULL,
+    enqueued_at TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    not_before  INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    session_id         TEXT NOT NULL,
+    ts_seq             TEXT NOT NULL,
+    t                  TEXT NOT NULL,
+    event_id           TEXT NOT NULL,
+    app                TEXT NOT NULL,
+    category           TEXT NOT NULL,
+    name               TEXT NOT NULL,
+    data               TEXT NOT NULL,
+    timestamp          TEXT NOT NULL,
+    original_timestamp TEXT,
+    received_at        TEXT NOT NULL,
+    PRIMARY KEY (session_id, ts_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_by_category ON events (category, t);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (t);
+CREATE TABLE IF NOT EXISTS errors (
+    error_id    TEXT PRIMARY KEY,
+    t           TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    field       TEXT,
+    app         TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS errors_by_time ON errors (t);
+CREATE INDEX IF NOT EXISTS errors_by_code ON errors (code, t);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id         INTEGER PRIMARY KEY,
+    body       TEXT    NOT NULL,
+    events     INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL,
+    last_error TEXT    NOT NULL,
+    failed_at  TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          TEXT PRIMARY KEY,
+    app         TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+";
+
+fn failed(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Failed(format!("sqlite: {e}"))
+}
+
+/// Opens a connection with The Eye's pragmas and schema.
+fn connect(path: &Path, fsync_every_commit: bool) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if fsync_every_commit { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
+    }
+    Ok(conn)
+}
+
+fn connect_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// The embedded backend. Cheap to clone; every clone shares one writer.
+#[derive(Clone)]
+pub struct Sqlite {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    tx: mpsc::Sender<Command>,
+    pending_bytes: Arc<Semaphore>,
+    readers: Mutex<Vec<Connection>>,
+    enqueued: Notify,
+    keys: Mutex<HashMap<String, (CachedKey, Instant)>>,
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    app: String,
+    scopes: Vec<Scope>,
+    secret_hash: Vec<u8>,
+    revoked: bool,
+}
+
+/// How long a verified key is trusted from memory before it is read again
+/// (so `eye keys revoke` takes effect within this time).
+const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Largest group of commands in one transaction.
+const MAX_GROUP: usize = 512;
+
+enum Command {
+    Enqueue {
+        body: String,
+        events: usize,
+        _permit: OwnedSemaphorePermit,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    PutEvents {
+        events: Vec<StoredEvent>,
+        reply: oneshot::Sender<Vec<Result<PutOutcome, BackendError>>>,
+    },
+    PutErrors {
+        errors: Vec<ErrorRecord>,
+        reply: oneshot::Sender<Vec<Result<PutOutcome, BackendError>>>,
+    },
+    Receive {
+        max_messages: usize,
+        max_events: usize,
+        reply: oneshot::Sender<Result<Vec<QueueMessage>, BackendError>>,
+    },
+    Complete {
+        processed: Vec<i64>,
+        failed: Vec<(i64, String)>,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+}
+
+impl Sqlite {
+    /// Opens (and creates, or migrates) the database and starts the writer.
+    pub fn open(config: SqliteConfig) -> Result<Self, BackendError> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let conn = connect(&config.path, config.fsync_every_commit).map_err(failed)?;
+        let (tx, rx) = mpsc::channel(4096);
+        let mut writer =
+            Writer::new(conn, config.max_backlog_events, config.max_attempts).map_err(failed)?;
+        let inner = Arc::new(Inner {
+            path: config.path.clone(),
+            pending_bytes: Arc::new(Semaphore::new(config.max_pending_bytes / 1024)),
+            tx,
+            readers: Mutex::new(Vec::new()),
+            enqueued: Notify::new(),
+            keys: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("eye-sqlite-writer".into())
+            .spawn(move || writer.run(rx, weak))
+            .map_err(failed)?;
+        Ok(Self { inner })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Waits until something is enqueued, or `timeout` passes.
+    pub async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.enqueued.notified()).await;
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, BackendError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(make(reply))
+            .await
+            .map_err(|_| failed("the writer has stopped"))?;
+        rx.await.map_err(|_| failed("the writer has stopped"))
+    }
+
+    /// Runs `f` on a pooled read-only connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let pooled = lock(&inner.readers).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => connect_reader(&inner.path).map_err(failed)?,
+            };
+            let result = f(&conn).map_err(failed);
+            let mut pool = lock(&inner.readers);
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(failed)?
+    }
+
+    // ----- API keys (used by the `eye keys` commands) -----
+
+    /// Creates a key for `app` with `scopes`, returning the key in clear. Only
+    /// its SHA-256 is stored.
+    pub fn create_key(&self, app: &str, scopes: &[Scope]) -> Result<String, BackendError> {
+        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let mut id = [0u8; 6];
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut id).map_err(failed)?;
+        getrandom::fill(&mut secret).map_err(failed)?;
+        let id = hex(&id);
+        let secret = hex(&secret);
+        let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        conn.execute(
+            "INSERT INTO api_keys (id, app, scopes, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, app, scopes.join(","), sha256(secret.as_bytes()), Timestamp::now().to_rfc3339()],
+        )
+        .map_err(failed)?;
+        Ok(format!("eye_{id}_{secret}"))
+    }
+
+    /// Every key, without secrets.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendError> {
+        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let mut stmt = conn
+            .prepare("SELECT id, app, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
+            .map_err(failed)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(KeyInfo {
+                    id: r.get(0)?,
+                    app: r.get(1)?,
+                    scopes: r
+                        .get::<_, String>(2)?
+                        .split(',')
+                        .filter_map(Scope::parse)
+                        .collect(),
+                    created_at: r.get(3)?,
+                    revoked_at: r.get(4)?,
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
+    }
+
+    /// Revokes a key by its id (the part after `eye_`) or the whole key.
+    /// Returns whether a live key was revoked.
+    pub fn revoke_key(&self, id_or_key: &str) -> Result<bool, BackendError> {
+        let id = parse_key(id_or_key).map_or(id_or_key, |(id, _)| id);
+        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let n = conn
+            .execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, Timestamp::now().to_rfc3339()],
+            )
+            .map_err(failed)?;
+        lock(&self.inner.keys).remove(id);
+        Ok(n > 0)
+    }
+
+    /// Whether any live key exists.
+    pub fn has_keys(&self) -> Result<bool, BackendError> {
+        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(failed)
+    }
+
+    // ----- Dead letters (used by `eye dlq`) -----
+
+    /// The dead letters, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, BackendError> {
+        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let mut stmt = conn
+            .prepare("SELECT id, body, events, attempts, last_error, failed_at FROM dead_letters ORDER BY id")
+            .map_err(failed)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    body: r.get(1)?,
+                    events: r.get(2)?,
+                    attempts: r.get(3)?,
+                    last_error: r.get(4)?,
+                    failed_at: r.get(5)?,
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
+    }
+
+    /// Moves every dead letter back to the queue, with a fresh attempt count.
+    /// Returns how many moved. Replayed events are deduplicated by their keys.
+    pub fn redrive_dead_letters(&self) -> Result<usize, BackendError> {
+        let mut conn = connect(&self.inner.path, true).map_err(failed)?;
+        let tx = conn.transaction().map_err(failed)?;
+        let now = Timestamp::now().to_rfc3339();
+        let n = tx
+            .execute(
+                "INSERT INTO queue (body, events, enqueued_at) SELECT body, events, ?1 FROM dead_letters ORDER BY id",
+                [now],
+            )
+            .map_err(failed)?;
+        tx.execute("DELETE FROM dead_letters", []).map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        Ok(n)
+    }
+}
+
+/// An API key's public facts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    /// The key's public id.
+    pub id: String,
+    /// Its application.
+    pub app: String,
+    /// What it allows.
+    #[serde(serialize_with = "scope_names")]
+    pub scopes: Vec<Scope>,
+    /// When it was made.
+    pub created_at: String,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<String>,
+}
+
+fn scope_names<S: serde::Serializer>(scopes: &[Scope], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(scopes.iter().map(|sc| sc.as_str()))
+}
+
+/// A queue message that failed too often.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// Its id in the dead letters.
+    pub id: i64,
+    /// The message body.
+    pub body: String,
+    /// Events it carries.
+    pub events: i64,
+    /// Deliveries it had.
+    pub attempts: i64,
+    /// The last failure.
+    pub last_error: String,
+    /// When it was given up.
+    pub failed_at: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    Sha256::digest(data).to_vec()
+}
+
+/// Splits `eye_<id>_<secret>`.
+fn parse_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("eye_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 12 && secret.len() == 64).then_some((id, secret))
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    backlog: u64,
+    max_backlog: u64,
+    max_attempts: u32,
+}
+
+impl Writer {
+    fn new(conn: Connection, max_backlog: u64, max_attempts: u32) -> rusqlite::Result<Self> {
+        let mut w = Self {
+            conn,
+            backlog: 0,
+            max_backlog,
+            max_attempts,
+        };
+        w.recount()?;
+        Ok(w)
+    }
+
+    fn recount(&mut self) -> rusqlite::Result<()> {
+        let n: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(SUM(events), 0) FROM queue", [], |r| {
+                    r.get(0)
+                })?;
+        self.backlog = u64::try_from(n).unwrap_or(0);
+        Ok(())
+    }
+
+    fn run(&mut self, mut rx: mpsc::Receiver<Command>, inner: std::sync::Weak<Inner>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(cmd) => group.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            let enqueued = self.apply_group(group);
+            if enqueued {
+                if let Some(inner) = inner.upgrade() {
+                    inner.enqueued.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Applies a group in one transaction and answers after the commit.
+    /// Returns whether anything was enqueued.
+    fn apply_group(&mut self, group: Vec<Command>) -> bool {
+        let mut replies: Vec<Box<dyn FnOnce(Option<&BackendError>)>> =
+            Vec::with_capacity(group.len());
+        let backlog_before = self.backlog;
+        let mut enqueued = false;
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = failed(e);
+            for cmd in group {
+                answer_all(cmd, &e);
+            }
+            return false;
+        }
+        for cmd in group {
+            match cmd {
+                Command::Enqueue {
+                    body,
+                    events,
+                    _permit,
+                    reply,
+                } => {
+                    let r = self.savepoint(|w| w.enqueue(&body, events));
+                    enqueued |= r.is_ok();
+                    replies.push(Box::new(move |commit_err| {
+                        drop(_permit);
+                        let _ = reply.send(match commit_err {
+                            Some(e) => Err(e.clone()),
+                            None => r,
+                        });
+                    }));
+                }
+                Command::PutEvents { events, reply } => {
+                    let r = self.savepoint(|w| w.put_events(&events));
+                    replies.push(Box::new(move |commit_err| {
+                        let _ = reply.send(per_item(r, events.len(), commit_err));
+                    }));
+                }
+                Command::PutErrors { errors, reply } => {
+                    let r = self.savepoint(|w| w.put_errors(&errors));
+                    replies.push(Box::new(move |commit_err| {
+                        let _ = reply.send(per_item(r, errors.len(), commit_err));
+                    }));
+                }
+                Command::Receive {
+                    max_messages,
+                    max_events,
+                    reply,
+                } => {
+                    let r = self.receive(max_messages, max_events).map_err(failed);
+                    replies.push(Box::new(move |_| {
+                        let _ = reply.send(r);
+                    }));
+                }
+                Command::Complete {
+                    processed,
+                    failed: fails,
+                    reply,
+                } => {
+                    let r = self.savepoint(|w| w.complete(&processed, &fails));
+                    replies.push(Box::new(move |commit_err| {
+                        let _ = reply.send(match commit_err {
+                            Some(e) => Err(e.clone()),
+                            None => r,
+                        });
+                    }));
+                }
+            }
+        }
+        let commit_err = self.conn.execute_batch("COMMIT").err().map(failed);
+        if commit_err.is_some() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.backlog = backlog_before;
+            enqueued = false;
+        }
+        for reply in replies {
+            reply(commit_err.as_ref());
+        }
+        enqueued
+    }
+
+    fn savepoint<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let backlog = self.backlog;
+        self.conn.execute_batch("SAVEPOINT cmd").map_err(failed)?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("RELEASE cmd").map_err(failed)?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK TO cmd; RELEASE cmd");
+                self.backlog = backlog;
+                Err(e)
+            }
+        }
+    }
+
+    fn enqueue(&mut self, body: &str, events: usize) -> Result<(), BackendError> {
+        let events = events as u64;
+        if self.backlog + events > self.max_backlog {
+            return Err(BackendError::Busy(format!(
+                "the queue holds {} unprocessed events, its limit is {}",
+                self.backlog, self.max_backlog
+            )));
+        }
+        self.conn
+            .prepare_cached("INSERT INTO queue (body, events, enqueued_at) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| {
+                s.execute(params![body, events as i64, Timestamp::now().to_rfc3339()])
+            })
+            .map_err(failed)?;
+        self.backlog += events;
+        Ok(())
+    }
+
+    fn put_events(&mut self, events: &[StoredEvent]) -> Result<Vec<PutOutcome>, BackendError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events (session_id, ts_seq, t, event_id, app, category, name, data, timestamp, original_timestamp, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(failed)?;
+        events
+            .iter()
+            .map(|e| {
+                let changed = stmt
+                    .execute(params![
+                        e.session_id,
+                        e.session_key(),
+                        e.time_key(),
+                        e.event_id,
+                        e.app,
+                        e.category,
+                        e.name,
+                        e.data.get(),
+                        e.timestamp.to_rfc3339(),
+                        e.original_timestamp.map(|t| t.to_rfc3339()),
+                        e.received_at.to_rfc3339(),
+                    ])
+                    .map_err(failed)?;
+                Ok(if changed == 1 {
+                    PutOutcome::Stored
+                } else {
+                    PutOutcome::Duplicate
+                })
+            })
+            .collect()
+    }
+
+    fn put_errors(&mut self, errors: &[ErrorRecord]) -> Result<Vec<PutOutcome>, BackendError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO errors (error_id, t, code, message, field, app, received_at, event_id, event)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(failed)?;
+        errors
+            .iter()
+            .map(|r| {
+                let changed = stmt
+                    .execute(params![
+                        r.error_id,
+                        r.time_key(),
+                        r.code.as_str(),
+                        r.message,
+                        r.field,
+                        r.app,
+                        r.received_at.to_rfc3339(),
+                        r.event_id,
+                        r.event.get(),
+                    ])
+                    .map_err(failed)?;
+                Ok(if changed == 1 {
+                    PutOutcome::Stored
+                } else {
+                    PutOutcome::Duplicate
+                })
+            })
+            .collect()
+    }
+
+    fn receive(
+        &mut self,
+        max_messages: usize,
+        max_events: usize,
+    ) -> rusqlite::Result<Vec<QueueMessage>> {
+        let now = Timestamp::now().as_micros();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, body, events, attempts FROM queue WHERE not_before <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![now, max_messages as i64])?;
+        let mut out = Vec::new();
+        let mut events = 0usize;
+        while let Some(row) = rows.next()? {
+            let n: i64 = row.get(2)?;
+            if !out.is_empty() && events + n as usize > max_events {
+                break;
+            }
+            events += n as usize;
+            let attempts: u32 = row.get(3)?;
+            out.push(QueueMessage {
+                id: row.get::<_, i64>(0)?.to_string(),
+                body: row.get(1)?,
+                receive_count: attempts + 1,
+            });
+        }
+        drop(rows);
+        drop(stmt);
+        if out.is_empty() {
+            // Nothing due: a good moment to correct the backlog count for
+            // messages another process (eye dlq redrive) added.
+            self.recount()?;
+        }
+        Ok(out)
+    }
+
+    fn complete(&mut self, processed: &[i64], fails: &[(i64, String)]) -> Result<(), BackendError> {
+        let mut delete = self
+            .conn
+            .prepare_cached("DELETE FROM queue WHERE id = ?1 RETURNING events")
+            .map_err(failed)?;
+        let mut done = 0u64;
+        for id in processed {
+            let n: Option<i64> = delete
+                .query_row([id], |r| r.get(0))
+                .optional()
+                .map_err(failed)?;
+            done += n.unwrap_or(0) as u64;
+        }
+        drop(delete);
+        let now = Timestamp::now();
+        for (id, error) in fails {
+            let attempts: Option<u32> = self
+                .conn
+                .query_row("UPDATE queue SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1 RETURNING attempts", params![id, error], |r| r.get(0))
+                .optional()
+                .map_err(failed)?;
+            let Some(attempts) = attempts else { continue };
+            if attempts >= self.max_attempts {
+                let n: i64 = self
+                    .conn
+                    .query_row(
+                        "INSERT INTO dead_letters (body, events, attempts, last_error, failed_at)
+                         SELECT body, events, attempts, last_error, ?2 FROM queue WHERE id = ?1 RETURNING events",
+                        params![id, now.to_rfc3339()],
+                        |r| r.get(0),
+                    )
+                    .map_err(failed)?;
+                self.conn
+                    .execute("DELETE FROM queue WHERE id = ?1", [id])
+                    .map_err(failed)?;
+                done += n as u64;
+                tracing::error!(queue_id = id, attempts, error = %error, "queue message moved to the dead letters");
+            } else {
+                // Exponential backoff: 1 s, 2 s, 4 s… capped at 5 minutes.
+                let delay = 1_000_000i64 << attempts.saturating_sub(1).min(8);
+                let not_before = now.add_micros(delay.min(300_000_000)).as_micros();
+                self.conn
+                    .execute(
+                        "UPDATE queue SET not_before = ?2 WHERE id = ?1",
+                        params![id, not_before],
+                    )
+                    .map_err(failed)?;
+            }
+        }
+        self.backlog = self.backlog.saturating_sub(done);
+        Ok(())
+    }
+}
+
+fn per_item(
+    result: Result<Vec<PutOutcome>, BackendError>,
+    n: usize,
+    commit_err: Option<&BackendError>,
+) -> Vec<Result<PutOutcome, BackendError>> {
+    match (commit_err, result) {
+        (Some(e), _) => vec![Err(e.clone()); n],
+        (None, Err(e)) => vec![Err(e); n],
+        (None, Ok(outcomes)) => outcomes.into_iter().map(Ok).collect(),
+    }
+}
+
+fn answer_all(cmd: Command, e: &BackendError) {
+    match cmd {
+        Command::Enqueue { reply, .. } | Command::Complete { reply, .. } => {
+            let _ = reply.send(Err(e.clone()));
+        }
+        Command::PutEvents { events, reply } => {
+            let _ = reply.send(vec![Err(e.clone()); events.len()]);
+        }
+        Command::PutErrors { errors, reply } => {
+            let _ = reply.send(vec![Err(e.clone()); errors.len()]);
+        }
+        Command::Receive { reply, .. } => {
+            let _ = reply.send(Err(e.clone()));
+        }
+    }
+}
+
+#[async_trait]
+impl EventQueue for Sqlite {
+    async fn enqueue(&self, batch: &QueuedBatch<'_>) -> Result<(), BackendError> {
+        // One request is one queue row: its body is at most about 1 MiB.
+        let mut messages = batch.encode(usize::MAX);
+        let Some(message) = messages.pop() else {
+            return Ok(());
+        };
+        let kib = u32::try_from(message.body.len() / 1024 + 1).unwrap_or(u32::MAX);
+        let permit = Arc::clone(&self.inner.pending_bytes)
+            .try_acquire_many_owned(kib)
+            .map_err(|_| {
+                BackendError::Busy("too many request bodies are waiting for the disk".into())
+            })?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .try_send(Command::Enqueue {
+                body: message.body,
+                events: message.events,
+                _permit: permit,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    BackendError::Busy("the writer's queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => failed("the writer has stopped"),
+            })?;
+        rx.await.map_err(|_| failed("the writer has stopped"))?
+    }
+}
+
+#[async_trait]
+impl EventStore for Sqlite {
+    async fn put_events(&self, events: Vec<StoredEvent>) -> Vec<Result<PutOutcome, BackendError>> {
+        let n = events.len();
+        self.call(|reply| Command::PutEvents { events, reply })
+            .await
+            .unwrap_or_else(|e| vec![Err(e); n])
+    }
+}
+
+#[async_trait]
+impl ErrorStore for Sqlite {
+    async fn put_errors(&self, errors: Vec<ErrorRecord>) -> Vec<Result<PutOutcome, BackendError>> {
+        let n = errors.len();
+        self.call(|reply| Command::PutErrors { errors, reply })
+            .await
+            .unwrap_or_else(|e| vec![Err(e); n])
+    }
+}
+
+/// Largest batch the embedded worker takes at once, in events.
+pub const RECEIVE_MAX_EVENTS: usize = 5000;
+
+#[async_trait]
+impl QueueSource for Sqlite {
+    async fn receive(&self, max_messages: usize) -> Result<Vec<QueueMessage>, BackendError> {
+        self.call(|reply| Command::Receive {
+            max_messages,
+            max_events: RECEIVE_MAX_EVENTS,
+            reply,
+        })
+        .await?
+    }
+
+    async fn complete(
+        &self,
+        processed: Vec<String>,
+        failed_msgs: Vec<(String, String)>,
+    ) -> Result<(), BackendError> {
+        let id = |s: &str| {
+            s.parse::<i64>()
+                .map_err(|_| failed(format!("bad queue id {s:?}")))
+        };
+        let processed = processed.iter().map(|s| id(s)).collect::<Result<_, _>>()?;
+        let fails = failed_msgs
+            .into_iter()
+            .map(|(s, e)| Ok((id(&s)?, e)))
+            .collect::<Result<_, BackendError>>()?;
+        self.call(|reply| Command::Complete {
+            processed,
+            failed: fails,
+            reply,
+        })
+        .await?
+    }
+}
+
+const EVENT_COLUMNS: &str = "event_id, app, session_id, category, name, data, timestamp, original_timestamp, received_at, ts_seq, t";
+
+fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredEvent, String, String)> {
+    let ts = |i: usize| -> rusqlite::Result<Timestamp> {
+        let s: String = r.get(i)?;
+        Timestamp::parse(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    let data: String = r.get(5)?;
+    let data = RawValue::from_string(data).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let original: Option<String> = r.get(7)?;
+    let original = match original {
+        Some(s) => Some(Timestamp::parse(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
+        })?),
+        None => None,
+    };
+    Ok((
+        StoredEvent {
+            event_id: r.get(0)?,
+            app: r.get(1)?,
+            session_id: r.get(2)?,
+            category: r.get(3)?,
+            name: r.get(4)?,
+            data,
+            timestamp: ts(6)?,
+            original_timestamp: original,
+            received_at: ts(8)?,
+        },
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+/// Bounds of a time range as `t` keys.
+fn bounds(from: Option<Timestamp>, to: Option<Timestamp>) -> (String, String) {
+    (
+        from.map(time_floor).unwrap_or_default(),
+        to.map(time_floor).unwrap_or_else(|| "~".into()),
+    )
+}
+
+#[async_trait]
+impl EventQuery for Sqlite {
+    async fn session_events(
+        &self,
+        session_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<StoredEvent>, BackendError> {
+        let session_id = session_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ?1 AND ts_seq > ?2 ORDER BY ts_seq LIMIT ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![session_id, page.after.unwrap_or_default(), page.limit as i64 + 1], event_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let page = Page::from_fetched(rows, page.limit, |(_, session_key, _)| session_key.clone());
+            Ok(Page {
+                items: page.items.into_iter().map(|(e, _, _)| e).collect(),
+                next: page.next,
+            })
+        })
+        .await
+    }
+
+    async fn find_events(
+        &self,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Page<StoredEvent>, BackendError> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let (lo, hi) = bounds(filter.from, filter.to);
+            let lo = match page.after {
+                Some(after) if after >= lo => after,
+                _ => lo,
+            };
+            let limit = page.limit as i64 + 1;
+            // `t > lo` misses an event whose key equals the floor exactly; the
+            // floor ends with '#' and every key has 32 hex digits after it, so
+            // no key equals it.
+            let rows = match &filter.category {
+                Some(category) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE category = ?1 AND t > ?2 AND t < ?3 ORDER BY t LIMIT ?4"
+                    ))?;
+                    stmt.query_map(params![category, lo, hi, limit], event_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                None => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE t > ?1 AND t < ?2 ORDER BY t LIMIT ?3"
+                    ))?;
+                    stmt.query_map(params![lo, hi, limit], event_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+            };
+            let page = Page::from_fetched(rows, page.limit, |(_, _, t)| t.clone());
+            Ok(Page {
+                items: page.items.into_iter().map(|(e, _, _)| e).collect(),
+                next: page.next,
+            })
+        })
+        .await
+    }
+}
+
+fn error_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ErrorRecord, String)> {
+    let conv = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
+    };
+    let code: String = r.get(1)?;
+    let received_at: String = r.get(5)?;
+    let event: String = r.get(7)?;
+    Ok((
+        ErrorRecord {
+            error_id: r.get(0)?,
+            code: ErrorCode::parse(&code)
+                .ok_or_else(|| conv(1, format!("unknown code {code}").into()))?,
+            message: r.get(2)?,
+            field: r.get(3)?,
+            app: r.get(4)?,
+            received_at: Timestamp::parse(&received_at).map_err(|e| conv(5, Box::new(e)))?,
+            event_id: r.get(6)?,
+            event: RawValue::from_string(event).map_err(|e| conv(7, Box::new(e)))?,
+        },
+        r.get(8)?,
+    ))
+}
+
+#[async_trait]
+impl ErrorQuery for Sqlite {
+    async fn find_errors(
+        &self,
+        filter: &ErrorFilter,
+        page: PageRequest,
+    ) -> Result<Page<ErrorRecord>, BackendError> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let (lo, hi) = bounds(filter.from, filter.to);
+            let lo = match page.after {
+                Some(after) if after >= lo => after,
+                _ => lo,
+            };
+            let code = filter.code.map(|c| c.as_str());
+            let mut stmt = conn.prepare_cached(
+                "SELECT error_id, code, message, field, app, received_at, event_id, event, t FROM errors
+                 WHERE (?1 IS NULL OR code = ?1) AND t > ?2 AND t < ?3 ORDER BY t LIMIT ?4",
+            )?;
+            let rows = stmt
+                .query_map(params![code, lo, hi, page.limit as i64 + 1], error_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let page = Page::from_fetched(rows, page.limit, |(_, t)| t.clone());
+            Ok(Page {
+                items: page.items.into_iter().map(|(r, _)| r).collect(),
+                next: page.next,
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl KeyStore for Sqlite {
+    async fn verify(&self, presented: &str) -> Result<Option<Principal>, BackendError> {
+        let Some((id, secret)) = parse_key(presented) else {
+            return Ok(None);
+        };
+        let cached = lock(&self.inner.keys)
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(k, _)| k.clone());
+        let key = match cached {
+            Some(k) => Some(k),
+            None => {
+                let id_owned = id.to_owned();
+                let found = self
+                    .read(move |conn| {
+                        conn.query_row(
+                            "SELECT app, scopes, secret_hash, revoked_at IS NOT NULL FROM api_keys WHERE id = ?1",
+                            [id_owned],
+                            |r| {
+                                Ok(CachedKey {
+                                    app: r.get(0)?,
+                                    scopes: r.get::<_, String>(1)?.split(',').filter_map(Scope::parse).collect(),
+                                    secret_hash: r.get(2)?,
+                                    revoked: r.get(3)?,
+                                })
+                            },
+                        )
+                        .optional()
+                    })
+                    .await?;
+                if let Some(k) = &found {
+                    lock(&self.inner.keys).insert(id.to_owned(), (k.clone(), Instant::now()));
+                }
+                found
+            }
+        };
+        Ok(key.and_then(|k| {
+            let matches: bool = sha256(secret.as_bytes()).ct_eq(&k.secret_hash).into();
+            (matches && !k.revoked).then(|| Principal {
+                app: k.app,
+                scopes: k.scopes,
+            })
+        }))
+    }
+}
+
+#[async_trait]
+impl StatusSource for Sqlite {
+    async fn status(&self) -> Result<serde_json::Value, BackendError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT (SELECT COALESCE(SUM(events), 0) FROM queue), (SELECT COUNT(*) FROM dead_letters)",
+                [],
+                |r| {
+                    Ok(serde_json::json!({
+                        "queue_depth": r.get::<_, i64>(0)?,
+                        "dead_letters": r.get::<_, i64>(1)?,
+                    }))
+                },
+            )
+        })
+        .await
+    }
+}

@@ -1,0 +1,474 @@
+//! The SQLite adapter against a real database file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
+use eye_shared::domain::{
+    ErrorCode, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, Timestamp,
+};
+use eye_shared::ports::*;
+use eye_shared::processor::Processor;
+use eye_shared::worker::Worker;
+use serde_json::value::RawValue;
+use tempfile::TempDir;
+
+fn open(dir: &TempDir) -> Sqlite {
+    Sqlite::open(SqliteConfig::new(dir.path().join("eye.db"))).unwrap()
+}
+
+fn raw(s: String) -> Box<RawValue> {
+    RawValue::from_string(s).unwrap()
+}
+
+fn event_json(session: &str, category: &str, name: &str, ts: &str, path: &str) -> Box<RawValue> {
+    let element = if name == "cta click" {
+        r#","element":"button""#
+    } else {
+        ""
+    };
+    raw(format!(
+        r#"{{"session_id":"{session}","category":"{category}","name":"{name}","data":{{"host":"h","path":"{path}"{element}}},"timestamp":"{ts}"}}"#
+    ))
+}
+
+async fn enqueue(
+    db: &Sqlite,
+    app: &str,
+    events: &[(String, Box<RawValue>)],
+) -> Result<(), BackendError> {
+    let batch = QueuedBatch {
+        v: MESSAGE_VERSION,
+        app: app.into(),
+        received_at: Timestamp::now(),
+        sent_at: None,
+        events: events
+            .iter()
+            .map(|(id, e)| QueuedEvent {
+                event_id: id.into(),
+                event: e,
+            })
+            .collect(),
+    };
+    db.enqueue(&batch).await
+}
+
+fn processor(store: Arc<dyn EventStore>, errors: Arc<dyn ErrorStore>) -> Processor {
+    Processor::new(
+        store,
+        errors,
+        Arc::new(SchemaRegistry::builtin().unwrap()),
+        Rules::default(),
+    )
+}
+
+async fn drain(db: &Sqlite) {
+    let worker = Worker::new(
+        Arc::new(db.clone()),
+        processor(Arc::new(db.clone()), Arc::new(db.clone())),
+        100,
+    );
+    while worker.run_once().await.unwrap().is_some() {}
+}
+
+fn page(limit: usize) -> PageRequest {
+    PageRequest { limit, after: None }
+}
+
+#[tokio::test]
+async fn queue_round_trip_and_persistence_across_reopen() {
+    let dir = TempDir::new().unwrap();
+    {
+        let db = open(&dir);
+        let e = event_json(
+            "s1",
+            "page interaction",
+            "pageview",
+            "2021-01-01 09:00:00",
+            "/",
+        );
+        enqueue(&db, "shop", &[("a".into(), e)]).await.unwrap();
+    }
+    // Acknowledged means on disk: a new handle (as after a restart) sees it.
+    let db = open(&dir);
+    let got = db.receive(10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].receive_count, 1);
+    let batch = QueuedBatch::decode(&got[0].body).unwrap();
+    assert_eq!(batch.app, "shop");
+    assert_eq!(batch.events[0].event_id, "a");
+    db.complete(vec![got[0].id.clone()], vec![]).await.unwrap();
+    assert!(db.receive(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_enqueues_are_group_committed_and_all_kept() {
+    let dir = TempDir::new().unwrap();
+    let db = open(&dir);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = event_json("s", "c", "n", "2021-01-01 09:00:00", &format!("/{i}"));
+            enqueue(&db, "shop", &[(format!("id-{i}"), e)]).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    drain(&db).await;
+    let all = db
+        .find_events(
+            &EventFilter {
+                category: Some("c".into()),
+                ..Default::default()
+            },
+            page(1000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 200);
+}
+
+#[tokio::test]
+async fn backlog_limit_sheds_load_with_busy() {
+    let dir = TempDir::new().unwrap();
+    let db = Sqlite::open(SqliteConfig {
+        max_backlog_events: 3,
+        ..SqliteConfig::new(dir.path().join("eye.db"))
+    })
+    .unwrap();
+    let e = || event_json("s", "c", "n", "2021-01-01 09:00:00", "/");
+    enqueue(&db, "shop", &[("1".into(), e()), ("2".into(), e())])
+        .await
+        .unwrap();
+    let err = enqueue(&db, "shop", &[("3".into(), e()), ("4".into(), e())])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Busy(_)), "{err}");
+    enqueue(&db, "shop", &[("3".into(), e())]).await.unwrap();
+    // Processing frees room again.
+    drain(&db).await;
+    enqueue(&db, "shop", &[("5".into(), e()), ("6".into(), e())])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn events_are_stored_once_and_never_overwritten() {
+    let dir = TempDir::new().unwrap();
+    let db = open(&dir);
+    let e = event_json(
+        "s1",
+        "page interaction",
+        "pageview",
+        "2021-01-01 09:00:00",
+        "/",
+    );
+    // The same event from one app, twice (a redelivery or a resend).
+    enqueue(&db, "shop", &[("same".into(), e.clone())])
+        .await
+        .unwrap();
+    enqueue(&db, "shop", &[("same".into(), e.clone())])
+        .await
+        .unwrap();
+    // The same event id and timestamp from another app, in the same session.
+    enqueue(&db, "blog", &[("same".into(), e.clone())])
+        .await
+        .unwrap();
+    drain(&db).await;
+    let got = db.session_events("s1", page(10)).await.unwrap();
+    let apps: Vec<&str> = got.items.iter().map(|e| e.app.as_str()).collect();
+    assert_eq!(apps.len(), 2, "{apps:?}");
+    assert!(apps.contains(&"shop") && apps.contains(&"blog"));
+
+    let stored = got.items[0].clone();
+    let results = db.put_events(vec![stored.clone(), stored]).await;
+    assert_eq!(
+        results,
+        vec![Ok(PutOutcome::Duplicate), Ok(PutOutcome::Duplicate)]
+    );
+}
+
+#[tokio::test]
+async fn queries_order_filter_and_paginate() {
+    let dir = TempDir::new().unwrap();
+    let db = open(&dir);
+    let mut events = Vec::new();
+    for i in 0..30 {
+        let category = if i % 3 == 0 {
+            "form interaction"
+        } else {
+            "page interaction"
+        };
+        let name = if i % 3 == 0 { "submit" } else { "pageview" };
+        let mut e = event_json(
+            &format!("s{}", i % 2),
+            category,
+            name,
+            &format!("2021-01-01 09:00:{i:02}"),
+            &format!("/{i}"),
+        );
+        if name == "submit" {
+            e = raw(e.get().replace(r#""path":"#, r#""form":{},"path":"#));
+        }
+        events.push((format!("id-{i}"), e));
+    }
+    events.reverse(); // arrival order must not matter
+    enqueue(&db, "shop", &events).await.unwrap();
+    drain(&db).await;
+
+    let s0 = db.session_events("s0", page(100)).await.unwrap();
+    assert_eq!(s0.items.len(), 15);
+    assert!(s0.items.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+    assert!(s0.next.is_none());
+
+    let forms = db
+        .find_events(
+            &EventFilter {
+                category: Some("form interaction".into()),
+                ..Default::default()
+            },
+            page(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forms.items.len(), 10);
+
+    let t = |s: &str| Some(Timestamp::parse(s).unwrap());
+    let range = EventFilter {
+        category: None,
+        from: t("2021-01-01 09:00:10"),
+        to: t("2021-01-01 09:00:20"),
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let p = db
+            .find_events(
+                &range,
+                PageRequest {
+                    limit: 4,
+                    after: after.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(p.items.iter().map(|e| e.data.get().to_owned()));
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (10..20).map(|i| format!("/{i}")).collect();
+    let got: Vec<String> = seen
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(d).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    let both = EventFilter {
+        category: Some("form interaction".into()),
+        from: t("2021-01-01 09:00:10"),
+        to: t("2021-01-01 09:00:20"),
+    };
+    assert_eq!(
+        db.find_events(&both, page(100)).await.unwrap().items.len(),
+        3
+    ); // 12, 15, 18
+}
+
+#[tokio::test]
+async fn error_records_are_stored_once_and_filtered() {
+    let dir = TempDir::new().unwrap();
+    let db = open(&dir);
+    let future = event_json(
+        "s",
+        "page interaction",
+        "pageview",
+        "2999-01-01 00:00:00",
+        "/",
+    );
+    let bad = raw(r#"{"session_id":"s","category":"page interaction","name":"cta click","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 00:00:00"}"#.into());
+    enqueue(&db, "shop", &[("f".into(), future), ("b".into(), bad)])
+        .await
+        .unwrap();
+    drain(&db).await;
+    let all = db
+        .find_errors(&ErrorFilter::default(), page(10))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+    let results = db.put_errors(all.items.clone()).await;
+    assert!(results.iter().all(|r| *r == Ok(PutOutcome::Duplicate)));
+    let payload = db
+        .find_errors(
+            &ErrorFilter {
+                code: Some(ErrorCode::PayloadInvalid),
+                ..Default::default()
+            },
+            page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(payload.items.len(), 1);
+    assert_eq!(payload.items[0].field.as_deref(), Some("/data/element"));
+    assert!(payload.items[0].event.get().contains("cta click"));
+    let later = ErrorFilter {
+        from: Some(Timestamp::now().add_micros(60_000_000)),
+        ..Default::default()
+    };
+    assert!(
+        db.find_errors(&later, page(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+/// An event store that fails its first `n` calls, as a throttled backend would.
+struct Flaky {
+    inner: Sqlite,
+    failures_left: AtomicUsize,
+}
+
+#[async_trait]
+impl EventStore for Flaky {
+    async fn put_events(
+        &self,
+        events: Vec<eye_shared::domain::StoredEvent>,
+    ) -> Vec<Result<PutOutcome, BackendError>> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return vec![Err(BackendError::Busy("throttled".into())); events.len()];
+        }
+        self.inner.put_events(events).await
+    }
+}
+
+#[tokio::test]
+async fn transient_failures_retry_then_dead_letter_then_redrive() {
+    let dir = TempDir::new().unwrap();
+    let db = Sqlite::open(SqliteConfig {
+        max_attempts: 2,
+        ..SqliteConfig::new(dir.path().join("eye.db"))
+    })
+    .unwrap();
+    let flaky = Arc::new(Flaky {
+        inner: db.clone(),
+        failures_left: AtomicUsize::new(2),
+    });
+    let worker = Worker::new(
+        Arc::new(db.clone()),
+        processor(flaky.clone(), Arc::new(db.clone())),
+        10,
+    );
+    let e = event_json(
+        "s",
+        "page interaction",
+        "pageview",
+        "2021-01-01 09:00:00",
+        "/",
+    );
+    enqueue(&db, "shop", &[("x".into(), e)]).await.unwrap();
+
+    let report = worker.run_once().await.unwrap().unwrap();
+    assert_eq!(report.failed_messages, 1);
+    // Backed off: not due again at once.
+    assert!(worker.run_once().await.unwrap().is_none());
+    let depth = eye_shared::http::StatusSource::status(&db).await.unwrap();
+    assert_eq!(depth["queue_depth"], 1);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = worker.run_once().await.unwrap().unwrap();
+    assert_eq!(report.failed_messages, 1);
+    let dead = db.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1, "second failure reaches max_attempts");
+    assert_eq!(dead[0].attempts, 2);
+    assert!(dead[0].last_error.contains("throttled"));
+    let status = eye_shared::http::StatusSource::status(&db).await.unwrap();
+    assert_eq!(
+        (
+            status["queue_depth"].as_i64(),
+            status["dead_letters"].as_i64()
+        ),
+        (Some(0), Some(1))
+    );
+
+    // The cause is fixed (the flaky store has no failures left): redrive recovers it.
+    assert_eq!(db.redrive_dead_letters().unwrap(), 1);
+    worker.run_once().await.unwrap().unwrap();
+    assert_eq!(
+        db.session_events("s", page(10)).await.unwrap().items.len(),
+        1
+    );
+    assert!(db.dead_letters().unwrap().is_empty());
+    // Redriving the same message again stores nothing twice.
+    enqueue(
+        &db,
+        "shop",
+        &[(
+            "x".into(),
+            event_json(
+                "s",
+                "page interaction",
+                "pageview",
+                "2021-01-01 09:00:00",
+                "/",
+            ),
+        )],
+    )
+    .await
+    .unwrap();
+    worker.run_once().await.unwrap().unwrap();
+    assert_eq!(
+        db.session_events("s", page(10)).await.unwrap().items.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn api_keys_are_hashed_scoped_and_revocable() {
+    let dir = TempDir::new().unwrap();
+    let db = open(&dir);
+    assert!(!db.has_keys().unwrap());
+    let key = db.create_key("shop", &[Scope::Ingest]).unwrap();
+    assert!(db.has_keys().unwrap());
+    let p = db.verify(&key).await.unwrap().unwrap();
+    assert_eq!(p.app, "shop");
+    assert!(p.can(Scope::Ingest) && !p.can(Scope::Query));
+
+    // The secret is not in the file.
+    let secret = key.rsplit('_').next().unwrap();
+    let file = std::fs::read(dir.path().join("eye.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("eye.db-wal")).unwrap_or_default();
+    for bytes in [file, wal] {
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+
+    let mut forged = key.clone();
+    forged.pop();
+    forged.push(if key.ends_with('0') { '1' } else { '0' });
+    assert!(db.verify(&forged).await.unwrap().is_none());
+    assert!(db.verify("eye_nope").await.unwrap().is_none());
+
+    let listed = db.list_keys().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(key.contains(&listed[0].id));
+    assert!(db.revoke_key(&listed[0].id).unwrap());
+    assert!(
+        db.verify(&key).await.unwrap().is_none(),
+        "revocation applies at once in this process"
+    );
+    assert!(!db.revoke_key(&listed[0].id).unwrap());
+}
