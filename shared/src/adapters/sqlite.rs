@@ -449,6 +449,9 @@ fn parse_key(key: &str) -> Option<(&str, &str)> {
     (id.len() == 12 && secret.len() == 64).then_some((id, secret))
 }
 
+/// Answers one command once the group's commit is known (`Some` if it failed).
+type Reply = Box<dyn FnOnce(Option<&BackendError>)>;
+
 /// The writer thread's state.
 struct Writer {
     conn: Connection,
@@ -500,8 +503,7 @@ impl Writer {
     /// Applies a group in one transaction and answers after the commit.
     /// Returns whether anything was enqueued.
     fn apply_group(&mut self, group: Vec<Command>) -> bool {
-        let mut replies: Vec<Box<dyn FnOnce(Option<&BackendError>)>> =
-            Vec::with_capacity(group.len());
+        let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
         let backlog_before = self.backlog;
         let mut enqueued = false;
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
@@ -1096,7 +1098,7 @@ impl KeyStore for Sqlite {
         };
         Ok(key.and_then(|k| {
             let matches: bool = sha256(secret.as_bytes()).ct_eq(&k.secret_hash).into();
-            (matches && !k.revoked).then(|| Principal {
+            (matches && !k.revoked).then_some(Principal {
                 app: k.app,
                 scopes: k.scopes,
             })

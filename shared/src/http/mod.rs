@@ -97,6 +97,29 @@ impl Api {
         self.limits
     }
 
+    /// Answers a request whose body was not read because it is over
+    /// [`Limits::max_body_bytes`]: 403 for a bad key, as always, else 413.
+    pub async fn handle_oversized(&self, req: Request<()>) -> Response<Bytes> {
+        let (parts, ()) = req.into_parts();
+        let scope = if parts.method == Method::POST {
+            Scope::Ingest
+        } else {
+            Scope::Query
+        };
+        if let Err(e) = self.authorize(&parts, scope).await {
+            return e.into_response();
+        }
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is over {} bytes, the limit; split the events over several requests",
+                self.limits.max_body_bytes
+            ),
+        )
+        .into_response()
+    }
+
     /// Answers one request.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
         let (parts, body) = req.into_parts();

@@ -1,0 +1,226 @@
+//! `eye`: runs The Eye on one machine and operates it.
+
+mod query;
+mod serve;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
+use eye_shared::ports::Scope;
+
+#[derive(Parser)]
+#[command(
+    name = "eye",
+    version,
+    about = "The Eye: collect user-behaviour events, keep them for analysts"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "EYE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingest, the processor and the query API in one process.
+    Serve(serve::ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print events as JSON lines: one session, or a category and/or time range.
+    Events(query::EventsArgs),
+    /// Print error records (refused events) as JSON lines.
+    Errors(query::ErrorsArgs),
+    /// Inspect and replay dead letters: queue messages that failed too often.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// Where the embedded database is.
+#[derive(Args, Clone)]
+pub struct DbArg {
+    /// The SQLite database file.
+    #[arg(long, default_value = "eye.db", env = "EYE_DB")]
+    pub db: PathBuf,
+}
+
+impl DbArg {
+    /// Opens the database (creating it if needed).
+    pub fn open(&self) -> Result<Sqlite> {
+        Sqlite::open(SqliteConfig::new(&self.db))
+            .with_context(|| format!("opening {}", self.db.display()))
+    }
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; the key itself is printed on the last line, once.
+    Create {
+        /// The application the key belongs to: stored events carry this name.
+        #[arg(long)]
+        app: String,
+        /// What the key may do; repeat for both. Default: ingest.
+        #[arg(long = "scope", value_enum)]
+        scopes: Vec<ScopeArg>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Revoke a key by its id or the key itself.
+    Revoke {
+        /// The key's id (as listed) or the whole key.
+        id: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScopeArg {
+    Ingest,
+    Query,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters as JSON lines.
+    List {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Move every dead letter back to the queue. Events already stored are not
+    /// stored twice.
+    Redrive {
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Keys(cmd) => keys(cmd),
+        Command::Events(args) => query::events(args).await,
+        Command::Errors(args) => query::errors(args).await,
+        Command::Dlq(cmd) => dlq(cmd),
+    }
+}
+
+fn keys(cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Create { app, scopes, db } => {
+            let app = app.trim();
+            if app.is_empty() || app.len() > 64 || app.chars().any(char::is_control) {
+                bail!("--app must be 1 to 64 characters with no control characters");
+            }
+            let mut scopes: Vec<Scope> = scopes
+                .into_iter()
+                .map(|s| match s {
+                    ScopeArg::Ingest => Scope::Ingest,
+                    ScopeArg::Query => Scope::Query,
+                })
+                .collect();
+            if scopes.is_empty() {
+                scopes.push(Scope::Ingest);
+            }
+            scopes.sort();
+            scopes.dedup();
+            let key = db.open()?.create_key(app, &scopes)?;
+            let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+            println!(
+                "Created a key for app {app:?} with scope {}.",
+                names.join(", ")
+            );
+            println!(
+                "Send it in the x-api-key header. It is shown only now; The Eye keeps only its hash."
+            );
+            println!("{key}");
+        }
+        KeysCommand::List { json, db } => {
+            let keys = db.open()?.list_keys()?;
+            if json {
+                for k in keys {
+                    println!("{}", serde_json::to_string(&k)?);
+                }
+            } else {
+                println!(
+                    "{:<14} {:<20} {:<14} {:<28} REVOKED",
+                    "ID", "APP", "SCOPES", "CREATED"
+                );
+                for k in keys {
+                    let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                    println!(
+                        "{:<14} {:<20} {:<14} {:<28} {}",
+                        k.id,
+                        k.app,
+                        scopes.join(","),
+                        k.created_at,
+                        k.revoked_at.unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id, db } => {
+            if db.open()?.revoke_key(&id)? {
+                println!("Revoked {id}. Running servers stop accepting it within 2 seconds.");
+            } else {
+                bail!("no live key with id {id}; see `eye keys list`");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dlq(cmd: DlqCommand) -> Result<()> {
+    match cmd {
+        DlqCommand::List { db } => {
+            for letter in db.open()?.dead_letters()? {
+                println!("{}", serde_json::to_string(&letter)?);
+            }
+        }
+        DlqCommand::Redrive { db } => {
+            let n = db.open()?.redrive_dead_letters()?;
+            println!("Moved {n} dead letter(s) back to the queue.");
+        }
+    }
+    Ok(())
+}

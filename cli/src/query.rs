@@ -1,0 +1,143 @@
+//! `eye events` and `eye errors`: queries for analysts and operators, printed as
+//! JSON lines (one event or error record per line, ready for `jq`).
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use eye_shared::domain::{ErrorCode, Timestamp};
+use eye_shared::ports::{ErrorFilter, ErrorQuery, EventFilter, EventQuery, Page, PageRequest};
+use serde::Serialize;
+
+use crate::DbArg;
+
+#[derive(Args)]
+pub struct EventsArgs {
+    /// One session's events, in order.
+    #[arg(long, conflicts_with_all = ["category", "from", "to"])]
+    pub session: Option<String>,
+    /// Events of this category.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// From this time, inclusive.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Up to this time, exclusive.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print at most this many.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Args)]
+pub struct ErrorsArgs {
+    /// Only this code (timestamp_in_future, payload_invalid, unknown_event_type, invalid_event).
+    #[arg(long)]
+    pub code: Option<String>,
+    /// Received from this time, inclusive.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Received before this time, exclusive.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print at most this many.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+pub fn parse_time(flag: &str, value: Option<&String>) -> Result<Option<Timestamp>> {
+    value
+        .map(|v| Timestamp::parse(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+        .transpose()
+}
+
+pub fn event_filter(args: &EventsArgs) -> Result<EventFilter> {
+    let filter = EventFilter {
+        category: args.category.clone(),
+        from: parse_time("from", args.from.as_ref())?,
+        to: parse_time("to", args.to.as_ref())?,
+    };
+    if filter.category.is_none() && filter.from.is_none() && filter.to.is_none() {
+        bail!("give --session, or --category and/or --from/--to");
+    }
+    Ok(filter)
+}
+
+pub fn error_filter(args: &ErrorsArgs) -> Result<ErrorFilter> {
+    let code = match &args.code {
+        Some(c) => {
+            Some(ErrorCode::parse(c).ok_or_else(|| anyhow::anyhow!("unknown error code {c:?}"))?)
+        }
+        None => None,
+    };
+    Ok(ErrorFilter {
+        code,
+        from: parse_time("from", args.from.as_ref())?,
+        to: parse_time("to", args.to.as_ref())?,
+    })
+}
+
+/// Prints every page as JSON lines, up to `limit` items.
+pub async fn print_pages<T, F, Fut>(limit: Option<usize>, mut fetch: F) -> Result<usize>
+where
+    T: Serialize,
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, eye_shared::ports::BackendError>>,
+{
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0;
+    let mut after = None;
+    loop {
+        let want = limit.map_or(1000, |l| (l - printed).min(1000));
+        if want == 0 {
+            break;
+        }
+        let page = fetch(PageRequest { limit: want, after }).await?;
+        for item in &page.items {
+            serde_json::to_writer(&mut out, item)?;
+            out.write_all(b"\n")?;
+        }
+        printed += page.items.len();
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    out.flush()?;
+    Ok(printed)
+}
+
+pub async fn events(args: EventsArgs) -> Result<()> {
+    let db = args.db.open()?;
+    match &args.session {
+        Some(session) => print_pages(args.limit, |page| db.session_events(session, page)).await?,
+        None => {
+            let filter = event_filter(&args)?;
+            print_pages(args.limit, |page| {
+                let db = db.clone();
+                let filter = filter.clone();
+                async move { db.find_events(&filter, page).await }
+            })
+            .await?
+        }
+    };
+    Ok(())
+}
+
+pub async fn errors(args: ErrorsArgs) -> Result<()> {
+    let db = args.db.open()?;
+    let filter = error_filter(&args)?;
+    print_pages(args.limit, |page| {
+        let db = db.clone();
+        let filter = filter.clone();
+        async move { db.find_errors(&filter, page).await }
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! `eye serve`: the HTTP API (axum), the processor worker and the query API in
+//! one process, over the embedded SQLite backend.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use clap::Args;
+use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
+use eye_shared::domain::{Rules, SchemaRegistry};
+use eye_shared::http::{Api, ApiKeyAuth, json_response};
+use eye_shared::processor::Processor;
+use eye_shared::worker::Worker;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::LengthLimitError;
+use serde_json::json;
+use tokio::sync::{Semaphore, watch};
+
+use crate::DbArg;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000", env = "EYE_LISTEN")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+    /// fsync only at WAL checkpoints (synchronous=NORMAL): survives a crash of
+    /// the process, but a power loss may lose the last commits.
+    #[arg(long, env = "EYE_NO_FSYNC")]
+    pub no_fsync: bool,
+    /// Unprocessed events above which ingest answers 503.
+    #[arg(long, default_value_t = 2_000_000, env = "EYE_MAX_BACKLOG")]
+    pub max_backlog: u64,
+    /// Deliveries of a queue message before it becomes a dead letter.
+    #[arg(long, default_value_t = 5, env = "EYE_MAX_ATTEMPTS")]
+    pub max_attempts: u32,
+    /// Requests handled at once; more get 503 at once.
+    #[arg(long, default_value_t = 2048, env = "EYE_MAX_IN_FLIGHT")]
+    pub max_in_flight: usize,
+}
+
+/// How the processor judges events.
+#[derive(Args, Clone)]
+pub struct ProcessingArgs {
+    /// A directory of JSON Schemas to use instead of the built-in ones.
+    #[arg(long, env = "EYE_SCHEMAS")]
+    pub schemas: Option<PathBuf>,
+    /// Send events of types without a schema to the error records.
+    #[arg(long, env = "EYE_STRICT_TYPES")]
+    pub strict_types: bool,
+    /// Seconds a timestamp may be ahead of its arrival before it is refused.
+    #[arg(long, default_value_t = 300, env = "EYE_MAX_SKEW_SECS")]
+    pub max_skew_secs: u32,
+}
+
+impl ProcessingArgs {
+    pub fn schemas(&self) -> Result<Arc<SchemaRegistry>> {
+        let registry = match &self.schemas {
+            Some(dir) => SchemaRegistry::from_dir(dir)?,
+            None => SchemaRegistry::builtin()?,
+        };
+        let types: Vec<String> = registry
+            .types()
+            .iter()
+            .map(|(c, n)| format!("{c}/{n}"))
+            .collect();
+        tracing::info!(types = %types.join(", "), "event schemas loaded");
+        Ok(Arc::new(registry))
+    }
+
+    pub fn rules(&self) -> Rules {
+        Rules {
+            max_skew_micros: i64::from(self.max_skew_secs) * 1_000_000,
+            strict_types: self.strict_types,
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let db = Sqlite::open(SqliteConfig {
+        fsync_every_commit: !args.no_fsync,
+        max_backlog_events: args.max_backlog,
+        max_attempts: args.max_attempts,
+        ..SqliteConfig::new(&args.db.db)
+    })
+    .with_context(|| format!("opening {}", args.db.db.display()))?;
+    let processor = Processor::new(
+        Arc::new(db.clone()),
+        Arc::new(db.clone()),
+        args.processing.schemas()?,
+        args.processing.rules(),
+    );
+    let api = Api::new(
+        Arc::new(ApiKeyAuth(Arc::new(db.clone()))),
+        Arc::new(db.clone()),
+    )
+    .with_queries(Arc::new(db.clone()), Arc::new(db.clone()))
+    .with_status(Arc::new(db.clone()));
+
+    if !db.has_keys()? {
+        eprintln!(
+            "No API keys yet. Create one in another terminal:\n  eye keys create --app my-app --scope ingest --scope query --db {}",
+            args.db.db.display()
+        );
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(work(db.clone(), processor, stop_rx));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        db = %args.db.db.display(),
+        "The Eye is listening; API docs at http://{}/",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router(api, args.max_in_flight))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopping: in-flight requests are answered, the worker finishes its batch");
+    let _ = stop_tx.send(true);
+    worker.await?;
+    Ok(())
+}
+
+/// Runs the worker until `stop` turns true.
+pub async fn work(db: Sqlite, processor: Processor, mut stop: watch::Receiver<bool>) {
+    let worker = Worker::new(Arc::new(db.clone()), processor, 1000);
+    while !*stop.borrow() {
+        match worker.run_once().await {
+            Ok(Some(report)) => tracing::debug!(?report, "batch processed"),
+            Ok(None) => {
+                tokio::select! {
+                    _ = db.wait_for_work(Duration::from_millis(250)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the worker cannot reach the queue; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+struct ServerState {
+    api: Api,
+    in_flight: Semaphore,
+}
+
+/// The axum side: every request goes to [`Api::handle`].
+pub fn router(api: Api, max_in_flight: usize) -> Router {
+    let state = Arc::new(ServerState {
+        api,
+        in_flight: Semaphore::new(max_in_flight),
+    });
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response {
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        let mut r = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": {"code": "unavailable", "message": "the server is at its limit of requests in flight; retry after 1s", "details": []}}),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return r.map(Body::from);
+    };
+    let max = state.api.limits().max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return state
+            .api
+            .handle_oversized(http::Request::from_parts(parts, ()))
+            .await
+            .map(Body::from);
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.downcast_ref::<LengthLimitError>().is_some())
+                || e.to_string().contains("length limit");
+            if too_large {
+                return state
+                    .api
+                    .handle_oversized(http::Request::from_parts(parts, ()))
+                    .await
+                    .map(Body::from);
+            }
+            let r = json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": {"code": "malformed_json", "message": format!("the request body could not be read: {e}"), "details": []}}),
+            );
+            return r.map(Body::from);
+        }
+    };
+    state
+        .api
+        .handle(http::Request::from_parts(parts, bytes))
+        .await
+        .map(Body::from)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
