@@ -15,6 +15,10 @@ pub enum BackendError {
     /// Any other failure: timeouts, lost connections, I/O errors, misconfiguration.
     #[error("{0}")]
     Failed(String),
+    /// The backend cannot answer the query as asked; the message says how to
+    /// ask instead. Not worth retrying.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Ingest's side of the queue.

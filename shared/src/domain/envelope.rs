@@ -276,6 +276,11 @@ pub fn parse_event(raw: &RawValue) -> Result<EventInput<'_>, Vec<FieldError>> {
             json_kind(raw)
         )));
     }
+    if raw.get().contains(['\u{FFFE}', '\u{FFFF}']) {
+        return Err(whole(
+            "the event contains the noncharacter U+FFFE or U+FFFF, which queues cannot carry; send it escaped (\\uFFFF) or remove it".into(),
+        ));
+    }
     let object = RawObject::parse(raw).map_err(|e| whole(e.to_string()))?;
 
     let mut errors = Vec::new();
@@ -843,6 +848,14 @@ mod tests {
                 message: "an event must be a JSON object, got a number".into()
             }]
         );
+    }
+
+    #[test]
+    fn noncharacters_that_sqs_refuses_are_refused_unless_escaped() {
+        let d = details(&SEED_PAGEVIEW.replace("pageview", "page\u{FFFF}view"));
+        assert!(d[0].message.contains("U+FFFF"), "{:?}", d);
+        let escaped = SEED_PAGEVIEW.replace("pageview", "page\\uffffview");
+        assert_eq!(parse(&escaped).unwrap().events[0].name, "page\u{FFFF}view");
     }
 
     #[test]

@@ -398,6 +398,9 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
 }
 
 fn unavailable(what: &str, e: &BackendError, retry_after: u32) -> ApiError {
+    if let BackendError::Unsupported(message) = e {
+        return ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message.clone());
+    }
     tracing::warn!(error = %e, "{what} is unavailable");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,32 @@
+//! The ingest Lambda: builds its clients once and hands the handler to the runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eye_shared::adapters::aws::{SqsClient, sdk_config, sqs::SqsQueue};
+use eye_shared::http::{Api, GatewayAuth};
+use lambda_http::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_ansi(false)
+        .without_time()
+        .with_current_span(false)
+        .init();
+    let queue_url = std::env::var("EYE_QUEUE_URL").map_err(|_| "EYE_QUEUE_URL is not set")?;
+    let keys = eye_ingest::gateway_keys(&[
+        std::env::var("EYE_API_KEY_APPS").ok().as_deref(),
+        std::env::var("EYE_EXTRA_API_KEY_APPS").ok().as_deref(),
+    ])?;
+    let sdk = sdk_config(None).await;
+    let queue = SqsQueue::new(SqsClient::new(&sdk), queue_url, Arc::default());
+    let api = Api::new(Arc::new(GatewayAuth::new(keys)), Arc::new(queue))
+        .with_enqueue_timeout(Duration::from_secs(5));
+    lambda_http::run(service_fn(|req| {
+        let api = &api;
+        async move { Ok::<_, Error>(eye_ingest::handle(api, req).await) }
+    }))
+    .await
+}

@@ -1,0 +1,26 @@
+//! The processor Lambda's glue: an SQS batch in, partial batch failures out,
+//! and one CloudWatch Embedded Metric Format line per batch.
+
+use eye_shared::adapters::aws::sqs::process_sqs_event;
+use eye_shared::adapters::aws::{SqsBatchResponse, SqsEvent};
+use eye_shared::domain::Timestamp;
+use eye_shared::processor::Processor;
+
+/// Processes one batch and prints its metrics (EMF) to stdout, where the Lambda
+/// runtime sends them to CloudWatch.
+pub async fn handle(processor: &Processor, event: SqsEvent) -> SqsBatchResponse {
+    let (response, report) = process_sqs_event(processor, &event).await;
+    println!("{}", report.to_emf(Timestamp::now().as_micros() / 1000));
+    response
+}
+
+/// Reads an optional number from the environment.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a valid number")),
+        _ => Ok(default),
+    }
+}

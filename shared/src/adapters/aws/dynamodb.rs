@@ -1,0 +1,585 @@
+//! DynamoDB: the event store and the error store, and their queries.
+//!
+//! Events: partition key `session_id`, sort key `ts_seq`; written with a
+//! conditional `PutItem` (`attribute_not_exists`), where a failed condition
+//! means "already stored". Two indexes serve the other queries:
+//! - `by_category`: `cat_pk = "<category>#<shard>"`, sort key `t`;
+//! - `by_time`: `day_pk = "<YYYY-MM-DD>#<shard>"`, sort key `t`.
+//!
+//! The shard (0..shards) comes from the event's seq, so one category's or one
+//! day's writes spread over `shards` index partitions (each takes about 1,000
+//! writes/s). Queries ask every shard and merge by `t`; callers never see shards.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{CallCounts, Counters, classify};
+use crate::domain::keys::{Seq, time_floor};
+use crate::domain::{ErrorCode, ErrorRecord, StoredEvent, Timestamp};
+use crate::ports::{
+    BackendError, ErrorFilter, ErrorQuery, ErrorStore, EventFilter, EventQuery, EventStore, Page,
+    PageRequest, PutOutcome,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Puts in flight at once per batch.
+const PUT_CONCURRENCY: usize = 32;
+
+/// Settings of the DynamoDB stores.
+#[derive(Debug, Clone)]
+pub struct DynamoConfig {
+    /// Events table name.
+    pub events_table: String,
+    /// Error records table name.
+    pub errors_table: String,
+    /// Write shards per index partition key. Only ever raise it: queries ask
+    /// shards `0..shards`, which covers items written with fewer.
+    pub shards: u16,
+    /// Keep items this many days (DynamoDB TTL), or forever.
+    pub retention_days: Option<u32>,
+}
+
+/// Events and error records in DynamoDB.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    config: DynamoConfig,
+    counts: Counters,
+}
+
+impl DynamoStore {
+    /// A store over existing tables.
+    pub fn new(client: aws_sdk_dynamodb::Client, config: DynamoConfig, counts: Counters) -> Self {
+        Self {
+            client,
+            config: DynamoConfig {
+                shards: config.shards.max(1),
+                ..config
+            },
+            counts,
+        }
+    }
+
+    fn expires_at(&self, received_at: Timestamp) -> Option<AttributeValue> {
+        self.config.retention_days.map(|days| {
+            let secs = received_at.as_micros() / 1_000_000 + i64::from(days) * 86_400;
+            AttributeValue::N(secs.to_string())
+        })
+    }
+
+    async fn put(
+        &self,
+        table: &str,
+        item: Item,
+        key_attr: &str,
+    ) -> Result<PutOutcome, BackendError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", key_attr)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        CallCounts::add(&self.counts.dynamodb_puts, 1);
+        match result {
+            Ok(out) => {
+                if let Some(units) = out.consumed_capacity().and_then(|c| c.capacity_units()) {
+                    CallCounts::add(
+                        &self.counts.dynamodb_write_milli_units,
+                        (units * 1000.0).round() as u64,
+                    );
+                }
+                Ok(PutOutcome::Stored)
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(PutOutcome::Duplicate)
+            }
+            Err(e) => Err(classify("PutItem", &e)),
+        }
+    }
+
+    async fn put_all(
+        &self,
+        table: &str,
+        items: Vec<Item>,
+        key_attr: &str,
+    ) -> Vec<Result<PutOutcome, BackendError>> {
+        let mut results = Vec::with_capacity(items.len());
+        let mut in_flight = FuturesOrdered::new();
+        for item in items {
+            if in_flight.len() >= PUT_CONCURRENCY {
+                if let Some(r) = in_flight.next().await {
+                    results.push(r);
+                }
+            }
+            in_flight.push_back(self.put(table, item, key_attr));
+        }
+        while let Some(r) = in_flight.next().await {
+            results.push(r);
+        }
+        results
+    }
+
+    /// Queries one partition of `index` for sort keys in `[lo, hi]`, up to `want` items.
+    async fn query_partition(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        (pk_name, pk): (&str, String),
+        (sk_name, lo, hi): (&str, &str, &str),
+        want: usize,
+    ) -> Result<Vec<Item>, BackendError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(table)
+                .set_index_name(index.map(str::to_owned))
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+                .expression_attribute_names("#pk", pk_name)
+                .expression_attribute_names("#sk", sk_name)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":lo", AttributeValue::S(lo.to_owned()))
+                .expression_attribute_values(":hi", AttributeValue::S(hi.to_owned()))
+                .limit(i32::try_from(want - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("Query", &e))?;
+            CallCounts::add(&self.counts.dynamodb_queries, 1);
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(key) if items.len() < want => start = Some(key.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Queries every shard of `prefixes` (`"<prefix>#<shard>"`) and merges by
+    /// `t`, returning at most `want` items in order.
+    async fn fan_out(
+        &self,
+        table: &str,
+        index: &str,
+        pk_name: &str,
+        prefixes: &[String],
+        (lo, hi): (&str, &str),
+        want: usize,
+    ) -> Result<Vec<Item>, BackendError> {
+        let mut merged = Vec::new();
+        for prefix in prefixes {
+            let queries = (0..self.config.shards).map(|shard| {
+                self.query_partition(
+                    table,
+                    Some(index),
+                    (pk_name, format!("{prefix}#{shard}")),
+                    ("t", lo, hi),
+                    want,
+                )
+            });
+            let mut found = Vec::new();
+            for r in futures_util::future::join_all(queries).await {
+                found.extend(r?);
+            }
+            found.sort_by(|a, b| s(a, "t").cmp(s(b, "t")));
+            merged.extend(found);
+            // Prefixes are visited in key order (days in order), so once this
+            // many are found, later prefixes cannot come before them.
+            if merged.len() >= want {
+                break;
+            }
+        }
+        merged.truncate(want);
+        Ok(merged)
+    }
+}
+
+/// The sort-key range after a cursor and within `[from, to)`, for `BETWEEN`.
+fn sort_range(
+    after: Option<&str>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> (String, String) {
+    let floor = from.map(time_floor).unwrap_or_else(|| "0".into());
+    // Keys have a fixed width, so every key greater than `after` is greater
+    // than `after` followed by any character: BETWEEN becomes exclusive.
+    let lo = match after {
+        Some(after) if after >= floor.as_str() => format!("{after}!"),
+        _ => floor,
+    };
+    // The floor of `to` sorts before every key at `to` and after every earlier
+    // one, so BETWEEN stays exclusive of `to`.
+    let hi = to.map(time_floor).unwrap_or_else(|| "~".into());
+    (lo, hi)
+}
+
+/// The UTC days from `from` to the day before `to` (or tomorrow), as bucket names.
+fn days(from: Timestamp, to: Option<Timestamp>) -> Vec<String> {
+    const DAY: i64 = 86_400_000_000;
+    let last = to.map_or_else(|| Timestamp::now().add_micros(DAY), |t| t.add_micros(-1));
+    let mut out = Vec::new();
+    let mut day = from.start_of_day();
+    while day <= last {
+        out.push(day.day());
+        day = day.add_micros(DAY);
+    }
+    out
+}
+
+fn s<'a>(item: &'a Item, name: &str) -> &'a str {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => v,
+        _ => "",
+    }
+}
+
+fn required(item: &Item, name: &str) -> Result<String, BackendError> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v.clone()),
+        _ => Err(BackendError::Failed(format!(
+            "item without string attribute {name}"
+        ))),
+    }
+}
+
+fn time(item: &Item, name: &str) -> Result<Timestamp, BackendError> {
+    Timestamp::parse(&required(item, name)?)
+        .map_err(|e| BackendError::Failed(format!("attribute {name}: {e}")))
+}
+
+/// JSON → a native DynamoDB value (objects become maps).
+pub fn to_attribute(value: &Value) -> AttributeValue {
+    match value {
+        Value::Null => AttributeValue::Null(true),
+        Value::Bool(b) => AttributeValue::Bool(*b),
+        Value::Number(n) => AttributeValue::N(n.to_string()),
+        Value::String(s) => AttributeValue::S(s.clone()),
+        Value::Array(a) => AttributeValue::L(a.iter().map(to_attribute).collect()),
+        Value::Object(o) => AttributeValue::M(
+            o.iter()
+                .map(|(k, v)| (k.clone(), to_attribute(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// A native DynamoDB value → JSON.
+pub fn from_attribute(value: &AttributeValue) -> Value {
+    match value {
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::N(n) => {
+            serde_json::from_str(n).unwrap_or_else(|_| Value::String(n.clone()))
+        }
+        AttributeValue::S(s) => Value::String(s.clone()),
+        AttributeValue::L(l) => Value::Array(l.iter().map(from_attribute).collect()),
+        AttributeValue::M(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), from_attribute(v)))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+/// The item of an event.
+pub fn event_item(e: &StoredEvent, shards: u16, expires_at: Option<AttributeValue>) -> Item {
+    let shard = e.seq().shard(shards);
+    let data: Value = serde_json::from_str(e.data.get()).unwrap_or(Value::Null);
+    let mut item: Item = [
+        ("session_id", e.session_id.clone()),
+        ("ts_seq", e.session_key()),
+        ("t", e.time_key()),
+        ("event_id", e.event_id.clone()),
+        ("app", e.app.clone()),
+        ("category", e.category.clone()),
+        ("name", e.name.clone()),
+        ("timestamp", e.timestamp.to_rfc3339()),
+        ("received_at", e.received_at.to_rfc3339()),
+        ("cat_pk", format!("{}#{shard}", e.category)),
+        ("day_pk", format!("{}#{shard}", e.timestamp.day())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)))
+    .collect();
+    item.insert("data".into(), to_attribute(&data));
+    if let Some(original) = e.original_timestamp {
+        item.insert(
+            "original_timestamp".into(),
+            AttributeValue::S(original.to_rfc3339()),
+        );
+    }
+    if let Some(exp) = expires_at {
+        item.insert(super::resources::TTL_ATTRIBUTE.into(), exp);
+    }
+    item
+}
+
+fn event_from_item(item: &Item) -> Result<StoredEvent, BackendError> {
+    let data = item.get("data").map(from_attribute).unwrap_or(Value::Null);
+    let data = RawValue::from_string(data.to_string())
+        .map_err(|e| BackendError::Failed(format!("attribute data: {e}")))?;
+    Ok(StoredEvent {
+        event_id: required(item, "event_id")?,
+        app: required(item, "app")?,
+        session_id: required(item, "session_id")?,
+        category: required(item, "category")?,
+        name: required(item, "name")?,
+        data,
+        timestamp: time(item, "timestamp")?,
+        original_timestamp: match item.get("original_timestamp") {
+            Some(_) => Some(time(item, "original_timestamp")?),
+            None => None,
+        },
+        received_at: time(item, "received_at")?,
+    })
+}
+
+fn error_shard(r: &ErrorRecord, shards: u16) -> u16 {
+    u128::from_str_radix(&r.error_id, 16).map_or(0, |n| Seq(n).shard(shards))
+}
+
+/// The item of an error record. The raw event is kept as the exact JSON text
+/// that was received, so it can be fixed and replayed byte for byte.
+pub fn error_item(r: &ErrorRecord, shards: u16, expires_at: Option<AttributeValue>) -> Item {
+    let shard = error_shard(r, shards);
+    let mut item: Item = [
+        ("error_id", r.error_id.clone()),
+        ("t", r.time_key()),
+        ("code", r.code.as_str().to_owned()),
+        ("message", r.message.clone()),
+        ("app", r.app.clone()),
+        ("received_at", r.received_at.to_rfc3339()),
+        ("event_id", r.event_id.clone()),
+        ("event", r.event.get().to_owned()),
+        ("day_pk", format!("{}#{shard}", r.received_at.day())),
+        ("code_pk", format!("{}#{shard}", r.code.as_str())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)))
+    .collect();
+    if let Some(field) = &r.field {
+        item.insert("field".into(), AttributeValue::S(field.clone()));
+    }
+    if let Some(exp) = expires_at {
+        item.insert(super::resources::TTL_ATTRIBUTE.into(), exp);
+    }
+    item
+}
+
+fn error_from_item(item: &Item) -> Result<ErrorRecord, BackendError> {
+    let code = required(item, "code")?;
+    Ok(ErrorRecord {
+        error_id: required(item, "error_id")?,
+        code: ErrorCode::parse(&code)
+            .ok_or_else(|| BackendError::Failed(format!("unknown error code {code}")))?,
+        message: required(item, "message")?,
+        field: item.get("field").map(|_| s(item, "field").to_owned()),
+        app: required(item, "app")?,
+        received_at: time(item, "received_at")?,
+        event_id: required(item, "event_id")?,
+        event: RawValue::from_string(required(item, "event")?)
+            .map_err(|e| BackendError::Failed(format!("attribute event: {e}")))?,
+    })
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn put_events(&self, events: Vec<StoredEvent>) -> Vec<Result<PutOutcome, BackendError>> {
+        let items = events
+            .iter()
+            .map(|e| event_item(e, self.config.shards, self.expires_at(e.received_at)))
+            .collect();
+        self.put_all(&self.config.events_table, items, "session_id")
+            .await
+    }
+}
+
+#[async_trait]
+impl ErrorStore for DynamoStore {
+    async fn put_errors(&self, errors: Vec<ErrorRecord>) -> Vec<Result<PutOutcome, BackendError>> {
+        let items = errors
+            .iter()
+            .map(|r| error_item(r, self.config.shards, self.expires_at(r.received_at)))
+            .collect();
+        self.put_all(&self.config.errors_table, items, "error_id")
+            .await
+    }
+}
+
+fn page_of<T>(
+    items: Vec<Item>,
+    limit: usize,
+    key: &str,
+    decode: fn(&Item) -> Result<T, BackendError>,
+) -> Result<Page<T>, BackendError> {
+    let page = Page::from_fetched(items, limit, |item| s(item, key).to_owned());
+    Ok(Page {
+        items: page.items.iter().map(decode).collect::<Result<_, _>>()?,
+        next: page.next,
+    })
+}
+
+#[async_trait]
+impl EventQuery for DynamoStore {
+    async fn session_events(
+        &self,
+        session_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<StoredEvent>, BackendError> {
+        let (lo, hi) = sort_range(page.after.as_deref(), None, None);
+        let items = self
+            .query_partition(
+                &self.config.events_table,
+                None,
+                ("session_id", session_id.to_owned()),
+                ("ts_seq", &lo, &hi),
+                page.limit + 1,
+            )
+            .await?;
+        page_of(items, page.limit, "ts_seq", event_from_item)
+    }
+
+    async fn find_events(
+        &self,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Page<StoredEvent>, BackendError> {
+        let (lo, hi) = sort_range(page.after.as_deref(), filter.from, filter.to);
+        let want = page.limit + 1;
+        let table = &self.config.events_table;
+        let items = match (&filter.category, filter.from) {
+            (Some(category), _) => {
+                self.fan_out(
+                    table,
+                    "by_category",
+                    "cat_pk",
+                    std::slice::from_ref(category),
+                    (&lo, &hi),
+                    want,
+                )
+                .await?
+            }
+            (None, Some(from)) => {
+                let start = lo
+                    .get(..27)
+                    .and_then(|t| Timestamp::parse(t).ok())
+                    .unwrap_or(from)
+                    .max(from);
+                self.fan_out(
+                    table,
+                    "by_time",
+                    "day_pk",
+                    &days(start, filter.to),
+                    (&lo, &hi),
+                    want,
+                )
+                .await?
+            }
+            (None, None) => {
+                return Err(BackendError::Unsupported(
+                    "with the AWS backend a time-range query needs `from` (the time index is bucketed by day), or a `category`".into(),
+                ));
+            }
+        };
+        page_of(items, page.limit, "t", event_from_item)
+    }
+}
+
+#[async_trait]
+impl ErrorQuery for DynamoStore {
+    async fn find_errors(
+        &self,
+        filter: &ErrorFilter,
+        page: PageRequest,
+    ) -> Result<Page<ErrorRecord>, BackendError> {
+        let (lo, hi) = sort_range(page.after.as_deref(), filter.from, filter.to);
+        let want = page.limit + 1;
+        let table = &self.config.errors_table;
+        let items = match filter.code {
+            Some(code) => {
+                self.fan_out(
+                    table,
+                    "by_code",
+                    "code_pk",
+                    &[code.as_str().to_owned()],
+                    (&lo, &hi),
+                    want,
+                )
+                .await?
+            }
+            None => {
+                // Without `from`, start at the retention horizon (or 30 days back).
+                let horizon = i64::from(self.config.retention_days.unwrap_or(30)) * 86_400_000_000;
+                let from = filter
+                    .from
+                    .unwrap_or_else(|| Timestamp::now().add_micros(-horizon));
+                let start = lo
+                    .get(..27)
+                    .and_then(|t| Timestamp::parse(t).ok())
+                    .unwrap_or(from)
+                    .max(from);
+                self.fan_out(
+                    table,
+                    "by_time",
+                    "day_pk",
+                    &days(start, filter.to),
+                    (&lo, &hi),
+                    want,
+                )
+                .await?
+            }
+        };
+        page_of(items, page.limit, "t", error_from_item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trips_through_native_attributes() {
+        let v: Value = serde_json::json!({"host": "h", "n": 3, "f": 1.5, "ok": true, "none": null, "list": [1, "a", {"x": []}], "form": {"first_name": "John"}});
+        assert_eq!(from_attribute(&to_attribute(&v)), v);
+        assert!(matches!(to_attribute(&v), AttributeValue::M(_)));
+    }
+
+    #[test]
+    fn sort_ranges_are_exclusive_where_they_must_be() {
+        let t = Timestamp::parse("2021-01-01T00:00:00Z").unwrap();
+        let key = crate::domain::ts_seq(t, Seq(5));
+        let (lo, hi) = sort_range(Some(&key), None, None);
+        assert!(key < lo && lo < crate::domain::ts_seq(t, Seq(6)));
+        assert_eq!(hi, "~");
+        let (lo, hi) = sort_range(None, Some(t), Some(t.add_micros(1)));
+        assert!(lo <= key && key <= hi);
+        assert!(crate::domain::ts_seq(t.add_micros(1), Seq(0)) > hi);
+    }
+
+    #[test]
+    fn day_buckets_cover_the_range() {
+        let from = Timestamp::parse("2021-01-01T23:00:00Z").unwrap();
+        let to = Timestamp::parse("2021-01-03T00:00:00Z").unwrap();
+        assert_eq!(days(from, Some(to)), ["2021-01-01", "2021-01-02"]);
+        let to = Timestamp::parse("2021-01-03T00:00:00.000001Z").unwrap();
+        assert_eq!(
+            days(from, Some(to)),
+            ["2021-01-01", "2021-01-02", "2021-01-03"]
+        );
+    }
+}
