@@ -1,5 +1,6 @@
 //! `eye`: runs The Eye on one machine and operates it.
 
+mod aws;
 mod query;
 mod serve;
 
@@ -34,6 +35,9 @@ enum LogFormat {
 enum Command {
     /// Run ingest, the processor and the query API in one process.
     Serve(serve::ServeArgs),
+    /// Create the queue, dead-letter queue and tables (as template.yaml defines
+    /// them), or the SQLite file. Safe to run again.
+    Bootstrap(BootstrapArgs),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -44,6 +48,40 @@ enum Command {
     /// Inspect and replay dead letters: queue messages that failed too often.
     #[command(subcommand)]
     Dlq(DlqCommand),
+}
+
+/// Which backend a command works on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The embedded SQLite file (`--db`).
+    #[default]
+    Sqlite,
+    /// SQS and DynamoDB (`--endpoint-url`, `--prefix`).
+    Aws,
+}
+
+/// The backend choice shared by commands.
+#[derive(Args, Clone, Debug)]
+pub struct BackendArgs {
+    /// sqlite: everything in one file. aws: SQS + DynamoDB (real AWS or an emulator).
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite, env = "EYE_BACKEND")]
+    pub backend: Backend,
+    #[command(flatten)]
+    pub aws: aws::AwsArgs,
+}
+
+#[derive(Args)]
+struct BootstrapArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
+    db: DbArg,
+    /// Queue visibility timeout in seconds (default: as template.yaml).
+    #[arg(long)]
+    visibility_timeout: Option<u32>,
+    /// Receives before a message moves to the DLQ (default: as template.yaml).
+    #[arg(long)]
+    max_receive_count: Option<u32>,
 }
 
 /// Where the embedded database is.
@@ -103,11 +141,15 @@ enum DlqCommand {
     /// List dead letters as JSON lines.
     List {
         #[command(flatten)]
+        backend: BackendArgs,
+        #[command(flatten)]
         db: DbArg,
     },
     /// Move every dead letter back to the queue. Events already stored are not
     /// stored twice.
     Redrive {
+        #[command(flatten)]
+        backend: BackendArgs,
         #[command(flatten)]
         db: DbArg,
     },
@@ -138,10 +180,25 @@ fn main() -> Result<()> {
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Bootstrap(args) => match args.backend.backend {
+            Backend::Aws => {
+                aws::run_bootstrap(aws::Bootstrap {
+                    aws: args.backend.aws,
+                    visibility_timeout: args.visibility_timeout,
+                    max_receive_count: args.max_receive_count,
+                })
+                .await
+            }
+            Backend::Sqlite => {
+                args.db.open()?;
+                println!("database ready: {}", args.db.db.display());
+                Ok(())
+            }
+        },
         Command::Keys(cmd) => keys(cmd),
         Command::Events(args) => query::events(args).await,
         Command::Errors(args) => query::errors(args).await,
-        Command::Dlq(cmd) => dlq(cmd),
+        Command::Dlq(cmd) => dlq(cmd).await,
     }
 }
 
@@ -210,15 +267,31 @@ fn keys(cmd: KeysCommand) -> Result<()> {
     Ok(())
 }
 
-fn dlq(cmd: DlqCommand) -> Result<()> {
+async fn dlq(cmd: DlqCommand) -> Result<()> {
+    use eye_shared::adapters::aws::sqs::{list_dead_letters, redrive_dead_letters};
     match cmd {
-        DlqCommand::List { db } => {
-            for letter in db.open()?.dead_letters()? {
-                println!("{}", serde_json::to_string(&letter)?);
+        DlqCommand::List { backend, db } => match backend.backend {
+            Backend::Sqlite => {
+                for letter in db.open()?.dead_letters()? {
+                    println!("{}", serde_json::to_string(&letter)?);
+                }
             }
-        }
-        DlqCommand::Redrive { db } => {
-            let n = db.open()?.redrive_dead_letters()?;
+            Backend::Aws => {
+                let aws = aws::Aws::connect(&backend.aws).await;
+                for letter in list_dead_letters(&aws.sqs, &aws.dlq_url().await?, 1000).await? {
+                    println!("{}", serde_json::to_string(&letter)?);
+                }
+            }
+        },
+        DlqCommand::Redrive { backend, db } => {
+            let n = match backend.backend {
+                Backend::Sqlite => db.open()?.redrive_dead_letters()?,
+                Backend::Aws => {
+                    let aws = aws::Aws::connect(&backend.aws).await;
+                    redrive_dead_letters(&aws.sqs, &aws.dlq_url().await?, &aws.queue_url().await?)
+                        .await?
+                }
+            };
             println!("Moved {n} dead letter(s) back to the queue.");
         }
     }

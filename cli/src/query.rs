@@ -2,6 +2,7 @@
 //! JSON lines (one event or error record per line, ready for `jq`).
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -9,7 +10,7 @@ use eye_shared::domain::{ErrorCode, Timestamp};
 use eye_shared::ports::{ErrorFilter, ErrorQuery, EventFilter, EventQuery, Page, PageRequest};
 use serde::Serialize;
 
-use crate::DbArg;
+use crate::{Backend, BackendArgs, DbArg};
 
 #[derive(Args)]
 pub struct EventsArgs {
@@ -30,6 +31,8 @@ pub struct EventsArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub db: DbArg,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Args)]
@@ -48,6 +51,25 @@ pub struct ErrorsArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub db: DbArg,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// The query side of the chosen backend.
+async fn stores(
+    backend: &BackendArgs,
+    db: &DbArg,
+) -> Result<(Arc<dyn EventQuery>, Arc<dyn ErrorQuery>)> {
+    Ok(match backend.backend {
+        Backend::Sqlite => {
+            let db = db.open()?;
+            (Arc::new(db.clone()), Arc::new(db))
+        }
+        Backend::Aws => {
+            let store = crate::aws::Aws::connect(&backend.aws).await.store();
+            (Arc::new(store.clone()), Arc::new(store))
+        }
+    })
 }
 
 pub fn parse_time(flag: &str, value: Option<&String>) -> Result<Option<Timestamp>> {
@@ -114,15 +136,17 @@ where
 }
 
 pub async fn events(args: EventsArgs) -> Result<()> {
-    let db = args.db.open()?;
+    let (events, _) = stores(&args.backend, &args.db).await?;
     match &args.session {
-        Some(session) => print_pages(args.limit, |page| db.session_events(session, page)).await?,
+        Some(session) => {
+            print_pages(args.limit, |page| events.session_events(session, page)).await?
+        }
         None => {
             let filter = event_filter(&args)?;
             print_pages(args.limit, |page| {
-                let db = db.clone();
+                let events = events.clone();
                 let filter = filter.clone();
-                async move { db.find_events(&filter, page).await }
+                async move { events.find_events(&filter, page).await }
             })
             .await?
         }
@@ -131,12 +155,12 @@ pub async fn events(args: EventsArgs) -> Result<()> {
 }
 
 pub async fn errors(args: ErrorsArgs) -> Result<()> {
-    let db = args.db.open()?;
+    let (_, errors) = stores(&args.backend, &args.db).await?;
     let filter = error_filter(&args)?;
     print_pages(args.limit, |page| {
-        let db = db.clone();
+        let errors = errors.clone();
         let filter = filter.clone();
-        async move { db.find_errors(&filter, page).await }
+        async move { errors.find_errors(&filter, page).await }
     })
     .await?;
     Ok(())

@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use clap::Args;
+use eye_shared::adapters::aws::sqs::{SqsPoller, SqsQueue};
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
 use eye_shared::domain::{Rules, SchemaRegistry};
 use eye_shared::http::{Api, ApiKeyAuth, json_response};
@@ -23,15 +24,19 @@ use http_body_util::LengthLimitError;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
-use crate::DbArg;
+use crate::{Backend, BackendArgs, DbArg};
 
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000", env = "EYE_LISTEN")]
     pub listen: SocketAddr,
+    /// The SQLite file: the whole backend with `--backend sqlite`, and the API
+    /// keys with `--backend aws`.
     #[command(flatten)]
     pub db: DbArg,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     #[command(flatten)]
     pub processing: ProcessingArgs,
     /// fsync only at WAL checkpoints (synchronous=NORMAL): survives a crash of
@@ -94,18 +99,51 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ..SqliteConfig::new(&args.db.db)
     })
     .with_context(|| format!("opening {}", args.db.db.display()))?;
-    let processor = Processor::new(
-        Arc::new(db.clone()),
-        Arc::new(db.clone()),
-        args.processing.schemas()?,
-        args.processing.rules(),
-    );
-    let api = Api::new(
-        Arc::new(ApiKeyAuth(Arc::new(db.clone()))),
-        Arc::new(db.clone()),
-    )
-    .with_queries(Arc::new(db.clone()), Arc::new(db.clone()))
-    .with_status(Arc::new(db.clone()));
+    let auth = Arc::new(ApiKeyAuth(Arc::new(db.clone())));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (api, worker) = match args.backend.backend {
+        Backend::Sqlite => {
+            let processor = Processor::new(
+                Arc::new(db.clone()),
+                Arc::new(db.clone()),
+                args.processing.schemas()?,
+                args.processing.rules(),
+            );
+            let api = Api::new(auth, Arc::new(db.clone()))
+                .with_queries(Arc::new(db.clone()), Arc::new(db.clone()))
+                .with_status(Arc::new(db.clone()));
+            (api, tokio::spawn(work(db.clone(), processor, stop_rx)))
+        }
+        Backend::Aws => {
+            let aws = crate::aws::Aws::connect(&args.backend.aws).await;
+            let (queue_url, dlq_url) = (aws.queue_url().await?, aws.dlq_url().await?);
+            let store = Arc::new(aws.store());
+            let processor = Processor::new(
+                store.clone(),
+                store.clone(),
+                args.processing.schemas()?,
+                args.processing.rules(),
+            );
+            let queue = SqsQueue::new(aws.sqs.clone(), &queue_url, aws.counts.clone());
+            let status = crate::aws::SqsStatus {
+                sqs: aws.sqs.clone(),
+                queue_url: queue_url.clone(),
+                dlq_url,
+            };
+            let api = Api::new(auth, Arc::new(queue))
+                .with_queries(store.clone(), store)
+                .with_status(Arc::new(status));
+            let poller = SqsPoller::new(aws.sqs.clone(), &queue_url, &aws.region()).await?;
+            tracing::info!(
+                queue = %queue_url,
+                events_table = %aws.resources.events.name,
+                errors_table = %aws.resources.errors.name,
+                "using SQS and DynamoDB"
+            );
+            let worker = tokio::spawn(crate::aws::poll_and_process(poller, processor, stop_rx));
+            (api, worker)
+        }
+    };
 
     if !db.has_keys()? {
         eprintln!(
@@ -113,9 +151,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.db.db.display()
         );
     }
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = tokio::spawn(work(db.clone(), processor, stop_rx));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

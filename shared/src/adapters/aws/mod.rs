@@ -23,6 +23,8 @@ use crate::ports::BackendError;
 
 /// Loads the AWS configuration the standard way (environment, profile, IMDS,
 /// and `AWS_ENDPOINT_URL`), optionally pointing every client at `endpoint_url`.
+/// With an endpoint (an emulator such as LocalStack or moto), a missing region
+/// defaults to `us-east-1` and missing credentials to `test`/`test`.
 /// Timeouts are bounded so a stuck backend becomes an error, never a hang.
 pub async fn sdk_config(endpoint_url: Option<&str>) -> aws_config::SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
@@ -38,6 +40,19 @@ pub async fn sdk_config(endpoint_url: Option<&str>) -> aws_config::SdkConfig {
         .timeout_config(timeouts);
     if let Some(url) = endpoint_url {
         loader = loader.endpoint_url(url);
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        if !set("AWS_REGION") && !set("AWS_DEFAULT_REGION") {
+            loader = loader.region(aws_config::Region::new("us-east-1"));
+        }
+        if !set("AWS_ACCESS_KEY_ID") && !set("AWS_PROFILE") {
+            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "eye-emulator",
+            ));
+        }
     }
     loader.load().await
 }
