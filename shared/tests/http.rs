@@ -595,3 +595,30 @@ async fn session_ids_are_percent_decoded_in_paths() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["events"][0]["session_id"], "user 42/tab#1");
 }
+
+#[tokio::test]
+async fn payloads_and_raw_events_come_back_byte_for_byte() {
+    let h = Harness::new();
+    let body = r#"[{"timestamp":"2021-01-01 09:00:00","session_id":"raw","category":"page interaction","name":"pageview","data":{"path":"/z","host":"h","n":1.50}},
+                  {"timestamp":"2021-01-01 09:00:01","session_id":"raw","category":"page interaction","name":"cta click","data":{"path":"/z","host":"h"}}]"#;
+    assert_eq!(h.post(body).await.0, StatusCode::ACCEPTED);
+    h.process().await;
+    let req = Request::get("/v1/sessions/raw/events")
+        .header("x-api-key", QUERY)
+        .body(Bytes::new())
+        .unwrap();
+    let text = String::from_utf8(h.api.handle(req).await.into_body().to_vec()).unwrap();
+    assert!(
+        text.contains(r#""data":{"path":"/z","host":"h","n":1.50}"#),
+        "{text}"
+    );
+    let req = Request::get("/v1/errors")
+        .header("x-api-key", QUERY)
+        .body(Bytes::new())
+        .unwrap();
+    let text = String::from_utf8(h.api.handle(req).await.into_body().to_vec()).unwrap();
+    assert!(
+        text.contains(r#""event":{"timestamp":"2021-01-01 09:00:01","session_id":"raw""#),
+        "{text}"
+    );
+}

@@ -292,11 +292,19 @@ fn page_response<T: Serialize>(
     page: crate::ports::Page<T>,
     kind: &str,
 ) -> Response<Bytes> {
+    // Written directly rather than through serde_json::Value, which would
+    // re-order the keys of each raw `data` and `event` object.
     let next = page.next.map(|key| query::encode_cursor(kind, &key));
-    json_response(
-        StatusCode::OK,
-        &json!({name: page.items, "next_cursor": next}),
-    )
+    let mut body = Vec::with_capacity(256 * page.items.len() + 64);
+    body.extend_from_slice(b"{\"");
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(b"\":");
+    // Serialising stored events and records cannot fail.
+    let _ = serde_json::to_writer(&mut body, &page.items);
+    body.extend_from_slice(b",\"next_cursor\":");
+    let _ = serde_json::to_writer(&mut body, &next);
+    body.push(b'}');
+    raw_json_owned(StatusCode::OK, body)
 }
 
 fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {
