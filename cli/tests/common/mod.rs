@@ -109,6 +109,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(url: &str, key: &str) -> Self {
+        // reqwest is built with `rustls-no-provider` (eye-client's TLS): it
+        // panics when it builds a client before a provider is installed.
+        eye_client::install_crypto_provider();
         Client {
             http: reqwest::Client::new(),
             url: url.to_owned(),
