@@ -1,6 +1,7 @@
 //! `eye`: runs The Eye on one machine and operates it.
 
 mod aws;
+mod bench;
 mod query;
 mod serve;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Inspect and replay dead letters: queue messages that failed too often.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Load-test an endpoint (eye serve, API Gateway or another implementation
+    /// of the contract) and report throughput, latency and lag.
+    Bench(bench::BenchArgs),
 }
 
 /// Which backend a command works on.
@@ -199,6 +203,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Events(args) => query::events(args).await,
         Command::Errors(args) => query::errors(args).await,
         Command::Dlq(cmd) => dlq(cmd).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
