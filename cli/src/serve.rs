@@ -112,7 +112,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let api = Api::new(auth, Arc::new(db.clone()))
                 .with_queries(Arc::new(db.clone()), Arc::new(db.clone()))
                 .with_status(Arc::new(db.clone()));
-            (api, tokio::spawn(work(db.clone(), processor, stop_rx)))
+            // The worker judges thousands of events per batch: on a thread of
+            // its own it never holds up the threads that answer requests.
+            let db = db.clone();
+            let worker = tokio::task::spawn_blocking(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(work(db, processor, stop_rx)),
+                    Err(e) => tracing::error!(error = %e, "the worker could not start"),
+                }
+            });
+            (api, worker)
         }
         Backend::Aws => {
             let aws = crate::aws::Aws::connect(&args.backend.aws).await;

@@ -472,3 +472,62 @@ async fn api_keys_are_hashed_scoped_and_revocable() {
     );
     assert!(!db.revoke_key(&listed[0].id).unwrap());
 }
+
+#[test]
+fn the_queue_lives_in_its_own_file_beside_the_store() {
+    use eye_shared::adapters::sqlite::queue_path;
+    use std::path::Path;
+    assert_eq!(
+        queue_path(Path::new("/data/eye.db")),
+        Path::new("/data/eye-queue.db")
+    );
+    assert_eq!(queue_path(Path::new("store")), Path::new("store-queue"));
+    let dir = TempDir::new().unwrap();
+    let _db = open(&dir);
+    assert!(dir.path().join("eye.db").exists() && dir.path().join("eye-queue.db").exists());
+}
+
+#[tokio::test]
+async fn wal_files_stay_bounded_under_continuous_writes() {
+    let dir = TempDir::new().unwrap();
+    let db = open(&dir);
+    let worker = Worker::new(
+        Arc::new(db.clone()),
+        processor(Arc::new(db.clone()), Arc::new(db.clone())),
+        100,
+    );
+    let mut n = 0;
+    // Write continuously: without the two-step checkpoint the WAL would never
+    // wrap around and would grow with every commit.
+    for _ in 0..300 {
+        let events: Vec<(String, Box<RawValue>)> = (0..50)
+            .map(|i| {
+                n += 1;
+                (
+                    format!("w{n}-{i}"),
+                    event_json(
+                        &format!("s{}", n % 97),
+                        "c",
+                        "n",
+                        "2021-01-01 09:00:00",
+                        &format!("/{n}/{i}"),
+                    ),
+                )
+            })
+            .collect();
+        enqueue(&db, "shop", &events).await.unwrap();
+        worker.run_once().await.unwrap();
+    }
+    let size = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let (store_wal, queue_wal) = (size("eye.db-wal"), size("eye-queue.db-wal"));
+    let written = size("eye.db") + store_wal;
+    assert!(
+        store_wal < written / 2 + 8 * 1024 * 1024,
+        "store WAL {store_wal} of {written} bytes written"
+    );
+    assert!(queue_wal < 16 * 1024 * 1024, "queue WAL {queue_wal}");
+}

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,17 +64,17 @@ impl SqliteConfig {
 
 const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS queue (
-    id          INTEGER PRIMARY KEY,
-    body        TEXT    NOT NULL,
-    events      INTEGER NOT NULL,
-    enqueued_at TEXT    NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    not_before  INTEGER NOT NULL DEFAULT 0,
-    last_error  TEXT
-);
+/// The store file: what analysts open with `sqlite3`.
+///
+/// Events live in a rowid table, appended in arrival order; the session order
+/// is the unique index on (`session_id`, `ts_seq`), which is also what makes
+/// `INSERT OR IGNORE` idempotent. Measured on this machine, this inserts about
+/// twice as fast as a table clustered by session once sessions number in the
+/// thousands: new rows go to the end of the table, and only the small index
+/// entries land on one page per session.
+const STORE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
+    id                 INTEGER PRIMARY KEY,
     session_id         TEXT NOT NULL,
     ts_seq             TEXT NOT NULL,
     t                  TEXT NOT NULL,
@@ -84,9 +85,9 @@ CREATE TABLE IF NOT EXISTS events (
     data               TEXT NOT NULL,
     timestamp          TEXT NOT NULL,
     original_timestamp TEXT,
-    received_at        TEXT NOT NULL,
-    PRIMARY KEY (session_id, ts_seq)
-) WITHOUT ROWID;
+    received_at        TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_session ON events (session_id, ts_seq);
 CREATE INDEX IF NOT EXISTS events_by_category ON events (category, t);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (t);
 CREATE TABLE IF NOT EXISTS errors (
@@ -102,14 +103,6 @@ CREATE TABLE IF NOT EXISTS errors (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS errors_by_time ON errors (t);
 CREATE INDEX IF NOT EXISTS errors_by_code ON errors (code, t);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id         INTEGER PRIMARY KEY,
-    body       TEXT    NOT NULL,
-    events     INTEGER NOT NULL,
-    attempts   INTEGER NOT NULL,
-    last_error TEXT    NOT NULL,
-    failed_at  TEXT    NOT NULL
-);
 CREATE TABLE IF NOT EXISTS api_keys (
     id          TEXT PRIMARY KEY,
     app         TEXT NOT NULL,
@@ -120,12 +113,63 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 ";
 
+/// The queue file, beside the store. A file of its own has a write lock of its
+/// own, so an enqueue never waits behind a large batch of event inserts.
+const QUEUE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queue (
+    id          INTEGER PRIMARY KEY,
+    body        TEXT    NOT NULL,
+    events      INTEGER NOT NULL,
+    enqueued_at TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    not_before  INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id         INTEGER PRIMARY KEY,
+    body       TEXT    NOT NULL,
+    events     INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL,
+    last_error TEXT    NOT NULL,
+    failed_at  TEXT    NOT NULL
+);
+";
+
+/// The queue file that goes with a store file: `eye.db` → `eye-queue.db`.
+pub fn queue_path(store: &Path) -> PathBuf {
+    let stem = store
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match store.extension() {
+        Some(ext) => format!("{stem}-queue.{}", ext.to_string_lossy()),
+        None => format!("{stem}-queue"),
+    };
+    store.with_file_name(name)
+}
+
+/// Which file a connection serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Db {
+    Store,
+    Queue,
+}
+
+impl Db {
+    fn schema(self) -> &'static str {
+        match self {
+            Db::Store => STORE_SCHEMA,
+            Db::Queue => QUEUE_SCHEMA,
+        }
+    }
+}
+
 fn failed(e: impl std::fmt::Display) -> BackendError {
     BackendError::Failed(format!("sqlite: {e}"))
 }
 
-/// Opens a connection with The Eye's pragmas and schema.
-fn connect(path: &Path, fsync_every_commit: bool) -> rusqlite::Result<Connection> {
+/// Opens a connection with The Eye's pragmas and the file's schema.
+fn connect(path: &Path, db: Db, fsync_every_commit: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -134,11 +178,20 @@ fn connect(path: &Path, fsync_every_commit: bool) -> rusqlite::Result<Connection
         "synchronous",
         if fsync_every_commit { "FULL" } else { "NORMAL" },
     )?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // No checkpoint inside a commit, where copying the WAL back stalled every
+    // request waiting for that commit: see `checkpoint_loop`. A 64 MiB page
+    // cache for the store: measured here, it raises the event insert rate
+    // markedly, because the pages one batch dirties are read back far less often.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    if db == Db::Store {
+        conn.pragma_update(None, "cache_size", -65536)?;
+    }
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version < SCHEMA_VERSION {
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN IMMEDIATE; {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+            db.schema()
         ))?;
     }
     Ok(conn)
@@ -161,9 +214,14 @@ pub struct Sqlite {
 
 struct Inner {
     path: PathBuf,
-    tx: mpsc::Sender<Command>,
+    queue_path: PathBuf,
+    /// The writer of the store file (events, errors).
+    store_tx: mpsc::Sender<Command>,
+    /// The writer of the queue file.
+    queue_tx: mpsc::Sender<Command>,
     pending_bytes: Arc<Semaphore>,
     readers: Mutex<Vec<Connection>>,
+    queue_readers: Mutex<Vec<Connection>>,
     enqueued: Notify,
     keys: Mutex<HashMap<String, (CachedKey, Instant)>>,
 }
@@ -197,11 +255,8 @@ enum Command {
         errors: Vec<ErrorRecord>,
         reply: oneshot::Sender<Vec<Result<PutOutcome, BackendError>>>,
     },
-    Receive {
-        max_messages: usize,
-        max_events: usize,
-        reply: oneshot::Sender<Result<Vec<QueueMessage>, BackendError>>,
-    },
+    /// Re-read the backlog count (another process may have added messages).
+    Recount,
     Complete {
         processed: Vec<i64>,
         failed: Vec<(i64, String)>,
@@ -210,27 +265,74 @@ enum Command {
 }
 
 impl Sqlite {
-    /// Opens (and creates, or migrates) the database and starts the writer.
+    /// Opens (and creates, or migrates) the store and queue files and starts
+    /// their writers.
     pub fn open(config: SqliteConfig) -> Result<Self, BackendError> {
         if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(failed)?;
         }
-        let conn = connect(&config.path, config.fsync_every_commit).map_err(failed)?;
-        let (tx, rx) = mpsc::channel(4096);
-        let mut writer =
-            Writer::new(conn, config.max_backlog_events, config.max_attempts).map_err(failed)?;
+        let queue_file = queue_path(&config.path);
+        let fsync = config.fsync_every_commit;
+        let store_conn = connect(&config.path, Db::Store, fsync).map_err(failed)?;
+        let queue_conn = connect(&queue_file, Db::Queue, fsync).map_err(failed)?;
+        let (store_tx, store_rx) = mpsc::channel(4096);
+        let (queue_tx, queue_rx) = mpsc::channel(4096);
+        let tails = [
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        ];
+        let store_writer =
+            Writer::new(store_conn, None, config.max_attempts, tails[0].clone()).map_err(failed)?;
+        let queue_writer = Writer::new(
+            queue_conn,
+            Some(config.max_backlog_events),
+            config.max_attempts,
+            tails[1].clone(),
+        )
+        .map_err(failed)?;
         let inner = Arc::new(Inner {
             path: config.path.clone(),
+            queue_path: queue_file,
             pending_bytes: Arc::new(Semaphore::new(config.max_pending_bytes / 1024)),
-            tx,
+            store_tx,
+            queue_tx,
             readers: Mutex::new(Vec::new()),
+            queue_readers: Mutex::new(Vec::new()),
             enqueued: Notify::new(),
             keys: Mutex::new(HashMap::new()),
         });
+        for (name, mut writer, rx) in [
+            ("eye-sqlite-store", store_writer, store_rx),
+            ("eye-sqlite-queue", queue_writer, queue_rx),
+        ] {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || writer.run(rx, weak))
+                .map_err(failed)?;
+        }
+        let checkpointers = [
+            connect(&inner.path, Db::Store, fsync).map_err(failed)?,
+            connect(&inner.queue_path, Db::Queue, fsync).map_err(failed)?,
+        ];
+        #[cfg(target_os = "linux")]
+        {
+            let mut paths = Vec::new();
+            for file in [&inner.path, &inner.queue_path] {
+                let mut wal = file.as_os_str().to_owned();
+                wal.push("-wal");
+                paths.extend([file.to_path_buf(), PathBuf::from(wal)]);
+            }
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("eye-sqlite-writeback".into())
+                .spawn(move || writeback_loop(&paths, &weak))
+                .map_err(failed)?;
+        }
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
-            .name("eye-sqlite-writer".into())
-            .spawn(move || writer.run(rx, weak))
+            .name("eye-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpointers, &tails, &weak))
             .map_err(failed)?;
         Ok(Self { inner })
     }
@@ -247,31 +349,46 @@ impl Sqlite {
 
     async fn call<T>(
         &self,
+        db: Db,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, BackendError> {
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(make(reply))
+        let tx = match db {
+            Db::Store => &self.inner.store_tx,
+            Db::Queue => &self.inner.queue_tx,
+        };
+        tx.send(make(reply))
             .await
             .map_err(|_| failed("the writer has stopped"))?;
         rx.await.map_err(|_| failed("the writer has stopped"))
     }
 
-    /// Runs `f` on a pooled read-only connection, off the async threads.
+    /// Runs `f` on a pooled read-only connection of the store, off the async threads.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BackendError> {
+        self.read_from(Db::Store, f).await
+    }
+
+    async fn read_from<T: Send + 'static>(
+        &self,
+        db: Db,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, BackendError> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let pooled = lock(&inner.readers).pop();
+            let (pool, path) = match db {
+                Db::Store => (&inner.readers, &inner.path),
+                Db::Queue => (&inner.queue_readers, &inner.queue_path),
+            };
+            let pooled = lock(pool).pop();
             let conn = match pooled {
                 Some(c) => c,
-                None => connect_reader(&inner.path).map_err(failed)?,
+                None => connect_reader(path).map_err(failed)?,
             };
             let result = f(&conn).map_err(failed);
-            let mut pool = lock(&inner.readers);
+            let mut pool = lock(pool);
             if pool.len() < 8 {
                 pool.push(conn);
             }
@@ -286,7 +403,7 @@ impl Sqlite {
     /// Creates a key for `app` with `scopes`, returning the key in clear. Only
     /// its SHA-256 is stored.
     pub fn create_key(&self, app: &str, scopes: &[Scope]) -> Result<String, BackendError> {
-        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let conn = connect(&self.inner.path, Db::Store, true).map_err(failed)?;
         let mut id = [0u8; 6];
         let mut secret = [0u8; 32];
         getrandom::fill(&mut id).map_err(failed)?;
@@ -304,7 +421,7 @@ impl Sqlite {
 
     /// Every key, without secrets.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendError> {
-        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let conn = connect(&self.inner.path, Db::Store, true).map_err(failed)?;
         let mut stmt = conn
             .prepare("SELECT id, app, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
             .map_err(failed)?;
@@ -330,7 +447,7 @@ impl Sqlite {
     /// Returns whether a live key was revoked.
     pub fn revoke_key(&self, id_or_key: &str) -> Result<bool, BackendError> {
         let id = parse_key(id_or_key).map_or(id_or_key, |(id, _)| id);
-        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let conn = connect(&self.inner.path, Db::Store, true).map_err(failed)?;
         let n = conn
             .execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -343,7 +460,7 @@ impl Sqlite {
 
     /// Whether any live key exists.
     pub fn has_keys(&self) -> Result<bool, BackendError> {
-        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let conn = connect(&self.inner.path, Db::Store, true).map_err(failed)?;
         conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)",
             [],
@@ -356,7 +473,7 @@ impl Sqlite {
 
     /// The dead letters, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, BackendError> {
-        let conn = connect(&self.inner.path, true).map_err(failed)?;
+        let conn = connect(&self.inner.queue_path, Db::Queue, true).map_err(failed)?;
         let mut stmt = conn
             .prepare("SELECT id, body, events, attempts, last_error, failed_at FROM dead_letters ORDER BY id")
             .map_err(failed)?;
@@ -378,7 +495,7 @@ impl Sqlite {
     /// Moves every dead letter back to the queue, with a fresh attempt count.
     /// Returns how many moved. Replayed events are deduplicated by their keys.
     pub fn redrive_dead_letters(&self) -> Result<usize, BackendError> {
-        let mut conn = connect(&self.inner.path, true).map_err(failed)?;
+        let mut conn = connect(&self.inner.queue_path, Db::Queue, true).map_err(failed)?;
         let tx = conn.transaction().map_err(failed)?;
         let now = Timestamp::now().to_rfc3339();
         let n = tx
@@ -449,6 +566,56 @@ fn parse_key(key: &str) -> Option<(&str, &str)> {
     (id.len() == 12 && secret.len() == 64).then_some((id, secret))
 }
 
+/// Starts writing back, without waiting, whatever the kernel holds dirty of the
+/// database files, every few milliseconds: large commits and checkpoints then
+/// reach the disk as a steady stream rather than as bursts that a queue
+/// commit's fdatasync would have to wait behind (the reason PostgreSQL has
+/// `checkpoint_flush_after`).
+#[cfg(target_os = "linux")]
+fn writeback_loop(paths: &[PathBuf], alive: &std::sync::Weak<Inner>) {
+    use std::os::fd::AsRawFd;
+    let mut files: Vec<Option<std::fs::File>> = paths.iter().map(|_| None).collect();
+    while alive.strong_count() > 0 {
+        std::thread::sleep(Duration::from_millis(5));
+        for (path, file) in paths.iter().zip(files.iter_mut()) {
+            if file.is_none() {
+                *file = std::fs::File::open(path).ok();
+            }
+            if let Some(f) = file {
+                // SAFETY: a valid open descriptor; SYNC_FILE_RANGE_WRITE only
+                // starts writeback of already-dirty pages and changes no data.
+                unsafe {
+                    libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+                }
+            }
+        }
+    }
+}
+
+/// Checkpoints in two steps, so that no commit waits for a large copy and the
+/// WAL still wraps around instead of growing:
+/// 1. every 100 ms this thread copies the WAL of each file back into it
+///    (PASSIVE: beside the writer, never blocking it);
+/// 2. it then asks the file's writer to copy the few frames written meanwhile,
+///    right after its next commit ([`Writer::checkpoint_tail`]). The WAL is
+///    then fully copied, and the writer's next transaction starts it afresh.
+fn checkpoint_loop(
+    conns: &[Connection],
+    tails: &[Arc<AtomicBool>],
+    alive: &std::sync::Weak<Inner>,
+) {
+    while alive.strong_count() > 0 {
+        std::thread::sleep(Duration::from_millis(100));
+        for (conn, tail) in conns.iter().zip(tails) {
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                Ok(frames) if frames > 0 => tail.store(true, Ordering::Release),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; it is retried"),
+            }
+        }
+    }
+}
+
 /// Answers one command once the group's commit is known (`Some` if it failed).
 type Reply = Box<dyn FnOnce(Option<&BackendError>)>;
 
@@ -456,19 +623,30 @@ type Reply = Box<dyn FnOnce(Option<&BackendError>)>;
 struct Writer {
     conn: Connection,
     backlog: u64,
-    max_backlog: u64,
+    /// `Some` for the queue file's writer.
+    max_backlog: Option<u64>,
     max_attempts: u32,
+    /// Set by `checkpoint_loop` when the tail of the WAL is to be copied.
+    tail_due: Arc<AtomicBool>,
 }
 
 impl Writer {
-    fn new(conn: Connection, max_backlog: u64, max_attempts: u32) -> rusqlite::Result<Self> {
+    fn new(
+        conn: Connection,
+        max_backlog: Option<u64>,
+        max_attempts: u32,
+        tail_due: Arc<AtomicBool>,
+    ) -> rusqlite::Result<Self> {
         let mut w = Self {
             conn,
             backlog: 0,
             max_backlog,
             max_attempts,
+            tail_due,
         };
-        w.recount()?;
+        if w.max_backlog.is_some() {
+            w.recount()?;
+        }
         Ok(w)
     }
 
@@ -496,6 +674,21 @@ impl Writer {
                 if let Some(inner) = inner.upgrade() {
                     inner.enqueued.notify_one();
                 }
+            }
+            self.checkpoint_tail();
+        }
+    }
+
+    /// Copies what the background checkpoint left in the WAL (a few commits'
+    /// worth), after the answers are sent, so the next transaction can wrap
+    /// the WAL around.
+    fn checkpoint_tail(&mut self) {
+        if self.tail_due.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; it is retried");
             }
         }
     }
@@ -543,15 +736,10 @@ impl Writer {
                         let _ = reply.send(per_item(r, errors.len(), commit_err));
                     }));
                 }
-                Command::Receive {
-                    max_messages,
-                    max_events,
-                    reply,
-                } => {
-                    let r = self.receive(max_messages, max_events).map_err(failed);
-                    replies.push(Box::new(move |_| {
-                        let _ = reply.send(r);
-                    }));
+                Command::Recount => {
+                    if let Err(e) = self.recount() {
+                        tracing::warn!(error = %e, "recounting the queue failed");
+                    }
                 }
                 Command::Complete {
                     processed,
@@ -601,10 +789,11 @@ impl Writer {
 
     fn enqueue(&mut self, body: &str, events: usize) -> Result<(), BackendError> {
         let events = events as u64;
-        if self.backlog + events > self.max_backlog {
+        let max_backlog = self.max_backlog.unwrap_or(u64::MAX);
+        if self.backlog + events > max_backlog {
             return Err(BackendError::Busy(format!(
                 "the queue holds {} unprocessed events, its limit is {}",
-                self.backlog, self.max_backlog
+                self.backlog, max_backlog
             )));
         }
         self.conn
@@ -685,41 +874,6 @@ impl Writer {
             .collect()
     }
 
-    fn receive(
-        &mut self,
-        max_messages: usize,
-        max_events: usize,
-    ) -> rusqlite::Result<Vec<QueueMessage>> {
-        let now = Timestamp::now().as_micros();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, body, events, attempts FROM queue WHERE not_before <= ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let mut rows = stmt.query(params![now, max_messages as i64])?;
-        let mut out = Vec::new();
-        let mut events = 0usize;
-        while let Some(row) = rows.next()? {
-            let n: i64 = row.get(2)?;
-            if !out.is_empty() && events + n as usize > max_events {
-                break;
-            }
-            events += n as usize;
-            let attempts: u32 = row.get(3)?;
-            out.push(QueueMessage {
-                id: row.get::<_, i64>(0)?.to_string(),
-                body: row.get(1)?,
-                receive_count: attempts + 1,
-            });
-        }
-        drop(rows);
-        drop(stmt);
-        if out.is_empty() {
-            // Nothing due: a good moment to correct the backlog count for
-            // messages another process (eye dlq redrive) added.
-            self.recount()?;
-        }
-        Ok(out)
-    }
-
     fn complete(&mut self, processed: &[i64], fails: &[(i64, String)]) -> Result<(), BackendError> {
         let mut delete = self
             .conn
@@ -797,9 +951,7 @@ fn answer_all(cmd: Command, e: &BackendError) {
         Command::PutErrors { errors, reply } => {
             let _ = reply.send(vec![Err(e.clone()); errors.len()]);
         }
-        Command::Receive { reply, .. } => {
-            let _ = reply.send(Err(e.clone()));
-        }
+        Command::Recount => {}
     }
 }
 
@@ -819,7 +971,7 @@ impl EventQueue for Sqlite {
             })?;
         let (reply, rx) = oneshot::channel();
         self.inner
-            .tx
+            .queue_tx
             .try_send(Command::Enqueue {
                 body: message.body,
                 events: message.events,
@@ -840,7 +992,7 @@ impl EventQueue for Sqlite {
 impl EventStore for Sqlite {
     async fn put_events(&self, events: Vec<StoredEvent>) -> Vec<Result<PutOutcome, BackendError>> {
         let n = events.len();
-        self.call(|reply| Command::PutEvents { events, reply })
+        self.call(Db::Store, |reply| Command::PutEvents { events, reply })
             .await
             .unwrap_or_else(|e| vec![Err(e); n])
     }
@@ -850,7 +1002,7 @@ impl EventStore for Sqlite {
 impl ErrorStore for Sqlite {
     async fn put_errors(&self, errors: Vec<ErrorRecord>) -> Vec<Result<PutOutcome, BackendError>> {
         let n = errors.len();
-        self.call(|reply| Command::PutErrors { errors, reply })
+        self.call(Db::Store, |reply| Command::PutErrors { errors, reply })
             .await
             .unwrap_or_else(|e| vec![Err(e); n])
     }
@@ -862,12 +1014,18 @@ pub const RECEIVE_MAX_EVENTS: usize = 5000;
 #[async_trait]
 impl QueueSource for Sqlite {
     async fn receive(&self, max_messages: usize) -> Result<Vec<QueueMessage>, BackendError> {
-        self.call(|reply| Command::Receive {
-            max_messages,
-            max_events: RECEIVE_MAX_EVENTS,
-            reply,
-        })
-        .await?
+        // A read connection: the queue's writer stays free for enqueues.
+        let got = self
+            .read_from(Db::Queue, move |conn| {
+                receive_due(conn, max_messages, RECEIVE_MAX_EVENTS)
+            })
+            .await?;
+        if got.is_empty() {
+            // Nothing due: a good moment to correct the backlog count for
+            // messages another process (eye dlq redrive) added.
+            let _ = self.inner.queue_tx.try_send(Command::Recount);
+        }
+        Ok(got)
     }
 
     async fn complete(
@@ -884,13 +1042,43 @@ impl QueueSource for Sqlite {
             .into_iter()
             .map(|(s, e)| Ok((id(&s)?, e)))
             .collect::<Result<_, BackendError>>()?;
-        self.call(|reply| Command::Complete {
+        self.call(Db::Queue, |reply| Command::Complete {
             processed,
             failed: fails,
             reply,
         })
         .await?
     }
+}
+
+/// Up to `max_messages` due messages, oldest first, stopping before
+/// `max_events` events (but taking at least one message).
+fn receive_due(
+    conn: &Connection,
+    max_messages: usize,
+    max_events: usize,
+) -> rusqlite::Result<Vec<QueueMessage>> {
+    let now = Timestamp::now().as_micros();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, body, events, attempts FROM queue WHERE not_before <= ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![now, max_messages as i64])?;
+    let mut out = Vec::new();
+    let mut events = 0usize;
+    while let Some(row) = rows.next()? {
+        let n = usize::try_from(row.get::<_, i64>(2)?).unwrap_or(0);
+        if !out.is_empty() && events + n > max_events {
+            break;
+        }
+        events += n;
+        let attempts: u32 = row.get(3)?;
+        out.push(QueueMessage {
+            id: row.get::<_, i64>(0)?.to_string(),
+            body: row.get(1)?,
+            receive_count: attempts + 1,
+        });
+    }
+    Ok(out)
 }
 
 const EVENT_COLUMNS: &str = "event_id, app, session_id, category, name, data, timestamp, original_timestamp, received_at, ts_seq, t";
@@ -1109,7 +1297,7 @@ impl KeyStore for Sqlite {
 #[async_trait]
 impl StatusSource for Sqlite {
     async fn status(&self) -> Result<serde_json::Value, BackendError> {
-        self.read(|conn| {
+        self.read_from(Db::Queue, |conn| {
             conn.query_row(
                 "SELECT (SELECT COALESCE(SUM(events), 0) FROM queue), (SELECT COUNT(*) FROM dead_letters)",
                 [],
