@@ -132,6 +132,8 @@ pub struct SqsStatus {
     pub sqs: SqsClient,
     pub queue_url: String,
     pub dlq_url: String,
+    /// This process's AWS calls, for `eye bench` and cost estimates.
+    pub counts: Arc<CallCounts>,
 }
 
 #[async_trait::async_trait]
@@ -167,6 +169,7 @@ impl StatusSource for SqsStatus {
             "queue_depth": count(&self.queue_url).await?,
             "dead_letters": count(&self.dlq_url).await?,
             "queue_unit": "messages",
+            "aws_calls": self.counts.snapshot(),
         }))
     }
 }

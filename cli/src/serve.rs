@@ -141,11 +141,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 sqs: aws.sqs.clone(),
                 queue_url: queue_url.clone(),
                 dlq_url,
+                counts: aws.counts.clone(),
             };
             let api = Api::new(auth, Arc::new(queue))
                 .with_queries(store.clone(), store)
                 .with_status(Arc::new(status));
-            let poller = SqsPoller::new(aws.sqs.clone(), &queue_url, &aws.region()).await?;
+            let poller = SqsPoller::new(aws.sqs.clone(), &queue_url, &aws.region())
+                .await?
+                .with_counts(aws.counts.clone());
             tracing::info!(
                 queue = %queue_url,
                 events_table = %aws.resources.events.name,

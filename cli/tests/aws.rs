@@ -89,6 +89,19 @@ async fn bootstrap_serve_query_through_the_indexes_and_recover_a_poison_message(
     })
     .await;
 
+    // The AWS calls behind them, as `eye bench` and `eye cost` read them:
+    // one SendMessageBatch of one message per request, and one conditional
+    // put of 3 write units (table + two indexes) per event.
+    let (s, health) = c.get("/health").await;
+    assert_eq!(s, 200, "{health}");
+    let calls = &health["aws_calls"];
+    assert_eq!(calls["sqs_events"], 63, "{health}");
+    assert_eq!(calls["sqs_send_batches"], 2, "{health}");
+    assert_eq!(calls["sqs_messages"], 2, "{health}");
+    assert_eq!(calls["dynamodb_puts"], 63, "{health}");
+    assert_eq!(calls["dynamodb_write_units"], 189, "{health}");
+    assert!(calls["sqs_receives"].as_u64().unwrap() >= 1, "{health}");
+
     // Time range across three day buckets and four shards, merged in order.
     let all = c.all(range, "events").await;
     let times: Vec<&str> = all

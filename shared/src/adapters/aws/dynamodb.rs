@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use serde_json::Value;
@@ -80,6 +80,7 @@ impl DynamoStore {
         item: Item,
         key_attr: &str,
     ) -> Result<PutOutcome, BackendError> {
+        let units = write_units(&item);
         let result = self
             .client
             .put_item()
@@ -87,20 +88,12 @@ impl DynamoStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", key_attr)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         CallCounts::add(&self.counts.dynamodb_puts, 1);
+        CallCounts::add(&self.counts.dynamodb_write_units, units);
         match result {
-            Ok(out) => {
-                if let Some(units) = out.consumed_capacity().and_then(|c| c.capacity_units()) {
-                    CallCounts::add(
-                        &self.counts.dynamodb_write_milli_units,
-                        (units * 1000.0).round() as u64,
-                    );
-                }
-                Ok(PutOutcome::Stored)
-            }
+            Ok(_) => Ok(PutOutcome::Stored),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
@@ -260,6 +253,40 @@ fn required(item: &Item, name: &str) -> Result<String, BackendError> {
 fn time(item: &Item, name: &str) -> Result<Timestamp, BackendError> {
     Timestamp::parse(&required(item, name)?)
         .map_err(|e| BackendError::Failed(format!("attribute {name}: {e}")))
+}
+
+/// An item's size by DynamoDB's rules: attribute names plus values (strings
+/// by their UTF-8 length, numbers by about one byte per two digits, maps and
+/// lists with 3 bytes of overhead plus one per element).
+pub fn item_size(item: &Item) -> u64 {
+    fn value(v: &AttributeValue) -> u64 {
+        match v {
+            AttributeValue::S(s) => s.len() as u64,
+            AttributeValue::N(n) => (n.trim_start_matches('-').len() as u64).div_ceil(2) + 1,
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<u64>(),
+            AttributeValue::M(m) => {
+                3 + m
+                    .iter()
+                    .map(|(k, v)| 1 + k.len() as u64 + value(v))
+                    .sum::<u64>()
+            }
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() as u64 + value(v)).sum()
+}
+
+/// Write request units of one put: 1 per KB in the table, and the same in each
+/// index whose keys the item carries (every index projects all attributes).
+/// A put refused by its condition costs the same.
+pub fn write_units(item: &Item) -> u64 {
+    let per_copy = item_size(item).div_ceil(1024).max(1);
+    let indexes = ["cat_pk", "day_pk", "code_pk"]
+        .iter()
+        .filter(|k| item.contains_key(**k))
+        .count() as u64;
+    per_copy * (1 + indexes)
 }
 
 /// JSON → a native DynamoDB value (objects become maps).
@@ -557,6 +584,29 @@ mod tests {
         let v: Value = serde_json::json!({"host": "h", "n": 3, "f": 1.5, "ok": true, "none": null, "list": [1, "a", {"x": []}], "form": {"first_name": "John"}});
         assert_eq!(from_attribute(&to_attribute(&v)), v);
         assert!(matches!(to_attribute(&v), AttributeValue::M(_)));
+    }
+
+    #[test]
+    fn write_units_count_the_table_and_each_index() {
+        let mut item: Item = [
+            ("session_id", "s"),
+            ("ts_seq", "k"),
+            ("cat_pk", "c#0"),
+            ("day_pk", "d#0"),
+            ("t", "k"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), AttributeValue::S(v.to_owned())))
+        .collect();
+        assert_eq!(
+            write_units(&item),
+            3,
+            "table + by_category + by_time, 1 KB each"
+        );
+        item.insert("data".into(), AttributeValue::S("x".repeat(1500)));
+        assert_eq!(write_units(&item), 6, "2 KB in each of three copies");
+        let n: Item = [("n".to_owned(), AttributeValue::N("12345".into()))].into();
+        assert_eq!(item_size(&n), 1 + 4);
     }
 
     #[test]

@@ -97,11 +97,15 @@ pub struct CallCounts {
     pub sqs_messages: AtomicU64,
     /// Events those messages carried.
     pub sqs_events: AtomicU64,
+    /// `ReceiveMessage` calls (the local poller's; on AWS the Lambda trigger's).
+    pub sqs_receives: AtomicU64,
+    /// `DeleteMessageBatch` calls.
+    pub sqs_deletes: AtomicU64,
     /// `PutItem` calls.
     pub dynamodb_puts: AtomicU64,
-    /// Write capacity units consumed by those puts, indexes included, in
-    /// thousandths (DynamoDB reports fractions).
-    pub dynamodb_write_milli_units: AtomicU64,
+    /// Write request units those puts cost, indexes included, computed from
+    /// the item sizes by DynamoDB's rules (a failed conditional put costs too).
+    pub dynamodb_write_units: AtomicU64,
     /// `Query` calls.
     pub dynamodb_queries: AtomicU64,
 }
@@ -121,8 +125,10 @@ impl CallCounts {
             "sqs_send_batches": get(&self.sqs_send_batches),
             "sqs_messages": get(&self.sqs_messages),
             "sqs_events": get(&self.sqs_events),
+            "sqs_receives": get(&self.sqs_receives),
+            "sqs_deletes": get(&self.sqs_deletes),
             "dynamodb_puts": get(&self.dynamodb_puts),
-            "dynamodb_write_units": get(&self.dynamodb_write_milli_units) as f64 / 1000.0,
+            "dynamodb_write_units": get(&self.dynamodb_write_units),
             "dynamodb_queries": get(&self.dynamodb_queries),
         })
     }

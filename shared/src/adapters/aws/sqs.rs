@@ -146,6 +146,7 @@ pub struct SqsPoller {
     queue_url: String,
     queue_arn: String,
     region: String,
+    counts: Counters,
 }
 
 impl SqsPoller {
@@ -162,7 +163,14 @@ impl SqsPoller {
             queue_url,
             queue_arn,
             region: region.to_owned(),
+            counts: Counters::default(),
         })
+    }
+
+    /// Counts this poller's calls in `counts`.
+    pub fn with_counts(mut self, counts: Counters) -> Self {
+        self.counts = counts;
+        self
     }
 
     /// Long-polls up to 10 messages as an [`SqsEvent`], exactly as the Lambda
@@ -178,6 +186,7 @@ impl SqsPoller {
             .send()
             .await
             .map_err(|e| classify("ReceiveMessage", &e))?;
+        CallCounts::add(&self.counts.sqs_receives, 1);
         let records: Vec<serde_json::Value> = out
             .messages()
             .iter()
@@ -227,6 +236,10 @@ impl SqsPoller {
             .filter(|r| !failed.contains(r.message_id.as_deref().unwrap_or("")))
             .filter_map(|r| r.receipt_handle.as_deref())
             .collect();
+        CallCounts::add(
+            &self.counts.sqs_deletes,
+            done.len().div_ceil(MAX_BATCH_ENTRIES) as u64,
+        );
         delete_batch(&self.client, &self.queue_url, &done).await
     }
 }
