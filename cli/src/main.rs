@@ -2,6 +2,7 @@
 
 mod aws;
 mod bench;
+mod cost;
 mod query;
 mod serve;
 
@@ -52,6 +53,8 @@ enum Command {
     /// Load-test an endpoint (eye serve, API Gateway or another implementation
     /// of the contract) and report throughput, latency and lag.
     Bench(bench::BenchArgs),
+    /// Estimate the monthly AWS bill for an event rate, at list prices.
+    Cost(cost::CostArgs),
 }
 
 /// Which backend a command works on.
@@ -204,6 +207,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Errors(args) => query::errors(args).await,
         Command::Dlq(cmd) => dlq(cmd).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Cost(args) => cost::run(args),
     }
 }
 
