@@ -236,18 +236,16 @@ impl SqsPoller {
             .filter(|r| !failed.contains(r.message_id.as_deref().unwrap_or("")))
             .filter_map(|r| r.receipt_handle.as_deref())
             .collect();
-        CallCounts::add(
-            &self.counts.sqs_deletes,
-            done.len().div_ceil(MAX_BATCH_ENTRIES) as u64,
-        );
-        delete_batch(&self.client, &self.queue_url, &done).await
+        delete_batch(&self.client, &self.queue_url, &done, &self.counts).await
     }
 }
 
+/// Deletes `handles` in DeleteMessageBatch calls of up to 10, counting each call.
 async fn delete_batch(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
     handles: &[&str],
+    counts: &CallCounts,
 ) -> Result<(), BackendError> {
     for chunk in handles.chunks(MAX_BATCH_ENTRIES) {
         let mut request = client.delete_message_batch().queue_url(queue_url);
@@ -262,6 +260,7 @@ async fn delete_batch(
                     })?,
             );
         }
+        CallCounts::add(&counts.sqs_deletes, 1);
         request
             .send()
             .await
@@ -384,7 +383,7 @@ pub async fn redrive_dead_letters(
             .filter(|(i, _)| !failed.contains(i.to_string().as_str()))
             .filter_map(|(_, m)| m.receipt_handle())
             .collect();
-        delete_batch(client, dlq_url, &handles).await?;
+        delete_batch(client, dlq_url, &handles, &CallCounts::default()).await?;
         moved += handles.len();
         if !failed.is_empty() {
             return Err(BackendError::Failed(format!(
