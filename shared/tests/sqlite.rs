@@ -531,3 +531,175 @@ async fn wal_files_stay_bounded_under_continuous_writes() {
     );
     assert!(queue_wal < 16 * 1024 * 1024, "queue WAL {queue_wal}");
 }
+
+/// The paths of a session's events, read page by page.
+async fn session_paths(db: &Sqlite, session: &str, limit: usize) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut after = None;
+    loop {
+        let p = db
+            .session_events(
+                session,
+                PageRequest {
+                    limit,
+                    after: after.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        for e in &p.items {
+            let data: serde_json::Value = serde_json::from_str(e.data.get()).unwrap();
+            paths.push(data["path"].as_str().unwrap().to_owned());
+        }
+        match p.next {
+            Some(n) => after = Some(n),
+            None => return paths,
+        }
+    }
+}
+
+/// Enqueues the pageviews at seconds `secs` of session `s`, path `/<second>`,
+/// and processes them with `db`'s worker.
+async fn store_seconds(db: &Sqlite, secs: impl Iterator<Item = u32>) {
+    let events: Vec<_> = secs
+        .map(|i| {
+            let ts = format!("2021-01-01 09:00:{i:02}");
+            (
+                format!("id-{i}"),
+                event_json("s", "page interaction", "pageview", &ts, &format!("/{i}")),
+            )
+        })
+        .collect();
+    enqueue(db, "shop", &events).await.unwrap();
+    drain(db).await;
+}
+
+fn indexed_rows(dir: &TempDir) -> i64 {
+    let conn = rusqlite::Connection::open(dir.path().join("eye.db")).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM session_index", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn session_queries_span_the_bulk_index_the_newest_events_and_other_writers() {
+    let dir = TempDir::new().unwrap();
+    let db = open(&dir);
+    let expected = |n: u32| (0..n).map(|i| format!("/{i}")).collect::<Vec<_>>();
+
+    // Even seconds, moved into the session index; then odd seconds, which
+    // only the writer's in-memory tail knows. Pages of 3 cross the boundary.
+    store_seconds(&db, (0..20).step_by(2)).await;
+    db.index_sessions().await.unwrap();
+    assert_eq!(indexed_rows(&dir), 10);
+    store_seconds(&db, (1..20).step_by(2)).await;
+    assert_eq!(
+        indexed_rows(&dir),
+        10,
+        "the odd seconds are not indexed yet"
+    );
+    assert_eq!(session_paths(&db, "s", 3).await, expected(20));
+
+    // A second handle on the file, as another process: its tail knows
+    // nothing of what the first writes, and scans for it.
+    let other = open(&dir);
+    store_seconds(&db, 20..25).await;
+    assert_eq!(session_paths(&other, "s", 4).await, expected(25));
+    // Both write: each one's rows are a gap in the other's tail.
+    store_seconds(&other, 25..30).await;
+    store_seconds(&db, 30..35).await;
+    store_seconds(&other, 35..40).await;
+    assert_eq!(session_paths(&db, "s", 7).await, expected(40));
+    assert_eq!(session_paths(&other, "s", 100).await, expected(40));
+
+    // Once indexed, the same answer from the index alone, each event once.
+    db.index_sessions().await.unwrap();
+    assert_eq!(indexed_rows(&dir), 40);
+    assert_eq!(session_paths(&db, "s", 7).await, expected(40));
+    assert_eq!(session_paths(&other, "s", 5).await, expected(40));
+    store_seconds(&other, 0..40).await; // all of them again: duplicates
+    assert_eq!(session_paths(&db, "s", 100).await, expected(40));
+    other.index_sessions().await.unwrap();
+    assert_eq!(indexed_rows(&dir), 40);
+}
+
+#[tokio::test]
+async fn the_writer_indexes_sessions_by_itself_and_on_reopen() {
+    let dir = TempDir::new().unwrap();
+    let every = std::time::Duration::from_millis(300);
+    let db = Sqlite::open(SqliteConfig {
+        session_index_every: every,
+        ..SqliteConfig::new(dir.path().join("eye.db"))
+    })
+    .unwrap();
+    store_seconds(&db, 0..10).await;
+    assert_eq!(indexed_rows(&dir), 0);
+    // The first commit after the interval indexes everything before it.
+    tokio::time::sleep(every).await;
+    store_seconds(&db, 10..12).await;
+    // It runs right after that commit is answered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while indexed_rows(&dir) < 12 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(indexed_rows(&dir), 12);
+    store_seconds(&db, 12..15).await;
+    drop(db);
+    // What was not indexed when the process stopped is indexed on opening.
+    let db = open(&dir);
+    assert_eq!(indexed_rows(&dir), 15);
+    assert_eq!(session_paths(&db, "s", 4).await.len(), 15);
+}
+
+#[tokio::test]
+async fn a_version_1_store_is_migrated_to_the_bulk_session_index() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("eye.db");
+    {
+        // The layout schema version 1 wrote: the session index on the table.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (
+                id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, ts_seq TEXT NOT NULL,
+                t TEXT NOT NULL, event_id TEXT NOT NULL, app TEXT NOT NULL,
+                category TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+                timestamp TEXT NOT NULL, original_timestamp TEXT, received_at TEXT NOT NULL);
+             CREATE UNIQUE INDEX events_by_session ON events (session_id, ts_seq);
+             CREATE INDEX events_by_category ON events (category, t);
+             CREATE INDEX events_by_time ON events (t);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for (i, session) in [(2, "a"), (1, "a"), (3, "b")] {
+            let ts = format!("2021-01-01T09:00:0{i}.000000Z");
+            conn.execute(
+                "INSERT INTO events (session_id, ts_seq, t, event_id, app, category, name, data, timestamp, received_at)
+                 VALUES (?1, ?2, ?2, ?3, 'shop', 'page interaction', 'pageview', ?4, ?5, ?5)",
+                rusqlite::params![
+                    session,
+                    format!("{ts}#{i:032x}"),
+                    format!("id-{i}"),
+                    format!(r#"{{"host":"h","path":"/{i}"}}"#),
+                    ts
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let db = open(&dir);
+    assert_eq!(indexed_rows(&dir), 3);
+    assert_eq!(session_paths(&db, "a", 1).await, ["/1", "/2"]);
+    assert_eq!(session_paths(&db, "b", 10).await, ["/3"]);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let old_index: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_by_session'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_index, 0, "the per-insert session index is dropped");
+}

@@ -47,6 +47,9 @@ pub struct SqliteConfig {
     /// Bytes of request bodies waiting for the writer, above which ingest
     /// answers 503 at once instead of queueing more in memory.
     pub max_pending_bytes: usize,
+    /// How often the store's writer moves new events into the session index
+    /// (queries find them before that too).
+    pub session_index_every: Duration,
 }
 
 impl SqliteConfig {
@@ -58,20 +61,26 @@ impl SqliteConfig {
             max_backlog_events: 2_000_000,
             max_attempts: 5,
             max_pending_bytes: 64 * 1024 * 1024,
+            session_index_every: Duration::from_secs(5),
         }
     }
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 1: events indexed by session on every insert. 2: `session_index`, in bulk.
+const SCHEMA_VERSION: i64 = 2;
 
 /// The store file: what analysts open with `sqlite3`.
 ///
-/// Events live in a rowid table, appended in arrival order; the session order
-/// is the unique index on (`session_id`, `ts_seq`), which is also what makes
-/// `INSERT OR IGNORE` idempotent. Measured on this machine, this inserts about
-/// twice as fast as a table clustered by session once sessions number in the
-/// thousands: new rows go to the end of the table, and only the small index
-/// entries land on one page per session.
+/// Events live in a rowid table, appended in arrival order. Every index on it
+/// is written near its end, because event times are close to now: the unique
+/// (`ts_seq`, `session_id`), which makes `INSERT OR IGNORE` idempotent, and the
+/// two time indexes. The session order is kept apart, in `session_index`, and
+/// filled in bulk every few seconds ([`Writer::index_sessions`]): an index by
+/// session written with every transaction rewrote one 4 KB page per session
+/// per transaction, about 4 KB per event, which was most of what the disk wrote
+/// (BENCHMARKS.md). Events above `session_index_state.indexed_through` are
+/// found by session through the writer's in-memory [`Tail`], or, from another
+/// process, by scanning that short tail of the table.
 const STORE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id                 INTEGER PRIMARY KEY,
@@ -87,9 +96,21 @@ CREATE TABLE IF NOT EXISTS events (
     original_timestamp TEXT,
     received_at        TEXT NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_session ON events (session_id, ts_seq);
+DROP INDEX IF EXISTS events_by_session;
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events (ts_seq, session_id);
 CREATE INDEX IF NOT EXISTS events_by_category ON events (category, t);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (t);
+CREATE TABLE IF NOT EXISTS session_index (
+    session_id TEXT    NOT NULL,
+    ts_seq     TEXT    NOT NULL,
+    id         INTEGER NOT NULL,
+    PRIMARY KEY (session_id, ts_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS session_index_state (
+    only            INTEGER PRIMARY KEY CHECK (only = 1),
+    indexed_through INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO session_index_state (only, indexed_through) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS errors (
     error_id    TEXT PRIMARY KEY,
     t           TEXT NOT NULL,
@@ -186,6 +207,7 @@ fn connect(path: &Path, db: Db, fsync_every_commit: bool) -> rusqlite::Result<Co
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     if db == Db::Store {
         conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
     }
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version < SCHEMA_VERSION {
@@ -224,6 +246,93 @@ struct Inner {
     queue_readers: Mutex<Vec<Connection>>,
     enqueued: Notify,
     keys: Mutex<HashMap<String, (CachedKey, Instant)>>,
+    /// The session order of the events `session_index` does not hold yet.
+    tail: Arc<Mutex<Tail>>,
+}
+
+/// The session order of the newest events, in memory, until
+/// [`Writer::index_sessions`] moves them into `session_index`. The store's
+/// writer adds each event here right after its commit, before it answers, so
+/// an event is found by session as soon as it is stored.
+///
+/// It knows only this process's events. Rowids are given in order and never
+/// freed (events are never deleted), so rows another process wrote show up as
+/// a gap in the rowids; from the gap on, readers scan the table instead.
+#[derive(Default)]
+struct Tail {
+    /// Per session: the rowids, in commit order. Only the rowids, to keep
+    /// it small: the rows are read to order them.
+    by_session: HashMap<String, Vec<i64>>,
+    /// Entries at or below this rowid have been dropped.
+    pruned_through: i64,
+    /// Every event with a rowid in (watermark, `known_through`] is here.
+    known_through: i64,
+}
+
+/// Where a session query finds the events above the watermark.
+#[derive(Debug, PartialEq, Eq)]
+struct TailAnswer {
+    /// Rowids from the in-memory tail.
+    ids: Vec<i64>,
+    /// Scan the table above this rowid, for the rows the tail does not know.
+    scan_after: Option<i64>,
+}
+
+impl Tail {
+    /// Takes in the events of a commit, in rowid order.
+    fn add(&mut self, rows: impl IntoIterator<Item = (String, i64)>) {
+        for (session, id) in rows {
+            if id == self.known_through + 1 {
+                self.known_through = id;
+            }
+            self.by_session.entry(session).or_default().push(id);
+        }
+    }
+
+    /// After a bulk index that moved the watermark from `before` to `through`
+    /// (the newest rowid then). Drops the entries at or below `before`, one
+    /// step behind, so a reader whose snapshot still sees `before` finds its
+    /// entries here. If rows of another process made a gap, drops everything
+    /// up to `through` instead: readers of older snapshots then scan.
+    fn indexed(&mut self, before: i64, through: i64) {
+        let drop_through = if self.known_through < through {
+            self.known_through = through;
+            through
+        } else {
+            before
+        };
+        if drop_through > self.pruned_through {
+            self.by_session.retain(|_, entries| {
+                entries.retain(|id| *id > drop_through);
+                !entries.is_empty()
+            });
+            self.pruned_through = drop_through;
+        }
+    }
+
+    /// For a snapshot whose watermark is `indexed` and newest rowid `newest`:
+    /// `session`'s events above the watermark, and from where the table must
+    /// be scanned for the rest.
+    fn lookup(&self, session: &str, indexed: i64, newest: i64) -> TailAnswer {
+        if indexed < self.pruned_through {
+            return TailAnswer {
+                ids: Vec::new(),
+                scan_after: Some(indexed),
+            };
+        }
+        let upto = self.known_through.min(newest);
+        TailAnswer {
+            ids: self
+                .by_session
+                .get(session)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|id| *id > indexed && *id <= upto)
+                .collect(),
+            scan_after: (upto < newest).then_some(upto.max(indexed)),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -257,6 +366,8 @@ enum Command {
     },
     /// Re-read the backlog count (another process may have added messages).
     Recount,
+    /// Index the sessions of every stored event now.
+    IndexSessions { reply: oneshot::Sender<()> },
     Complete {
         processed: Vec<i64>,
         failed: Vec<(i64, String)>,
@@ -281,11 +392,22 @@ impl Sqlite {
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
         ];
-        let store_writer =
-            Writer::new(store_conn, None, config.max_attempts, tails[0].clone()).map_err(failed)?;
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let mut store_writer = Writer::new(
+            store_conn,
+            WriterRole::Store(Arc::clone(&tail), config.session_index_every),
+            config.max_attempts,
+            tails[0].clone(),
+        )
+        .map_err(failed)?;
+        // Events the last run stored but did not index (or all of them, in a
+        // file written by schema version 1).
+        store_writer.index_sessions().map_err(failed)?;
         let queue_writer = Writer::new(
             queue_conn,
-            Some(config.max_backlog_events),
+            WriterRole::Queue {
+                max_backlog: config.max_backlog_events,
+            },
             config.max_attempts,
             tails[1].clone(),
         )
@@ -300,6 +422,7 @@ impl Sqlite {
             queue_readers: Mutex::new(Vec::new()),
             enqueued: Notify::new(),
             keys: Mutex::new(HashMap::new()),
+            tail,
         });
         for (name, mut writer, rx) in [
             ("eye-sqlite-store", store_writer, store_rx),
@@ -340,6 +463,13 @@ impl Sqlite {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Moves every stored event into the session index now, instead of within
+    /// the next second. Queries find events either way.
+    pub async fn index_sessions(&self) -> Result<(), BackendError> {
+        self.call(Db::Store, |reply| Command::IndexSessions { reply })
+            .await
     }
 
     /// Waits until something is enqueued, or `timeout` passes.
@@ -619,6 +749,19 @@ fn checkpoint_loop(
 /// Answers one command once the group's commit is known (`Some` if it failed).
 type Reply = Box<dyn FnOnce(Option<&BackendError>)>;
 
+/// Events stored since the last bulk index of sessions, above which the next
+/// one runs at once rather than at [`SqliteConfig::session_index_every`].
+const INDEX_SESSIONS_AFTER: usize = 200_000;
+
+/// Which file a writer serves, with what only that file needs.
+enum WriterRole {
+    /// The store, the in-memory session order of its newest events, and how
+    /// often they go into the session index.
+    Store(Arc<Mutex<Tail>>, Duration),
+    /// The queue, and its backlog limit in events.
+    Queue { max_backlog: u64 },
+}
+
 /// The writer thread's state.
 struct Writer {
     conn: Connection,
@@ -628,26 +771,89 @@ struct Writer {
     max_attempts: u32,
     /// Set by `checkpoint_loop` when the tail of the WAL is to be copied.
     tail_due: Arc<AtomicBool>,
+    /// `Some` for the store file's writer.
+    tail: Option<Arc<Mutex<Tail>>>,
+    /// Events inserted in the open transaction: (session, rowid).
+    fresh: Vec<(String, i64)>,
+    /// Events committed since the last bulk index of sessions.
+    unindexed: usize,
+    last_index: Instant,
+    index_every: Duration,
 }
 
 impl Writer {
     fn new(
         conn: Connection,
-        max_backlog: Option<u64>,
+        role: WriterRole,
         max_attempts: u32,
         tail_due: Arc<AtomicBool>,
     ) -> rusqlite::Result<Self> {
+        let (max_backlog, tail, index_every) = match role {
+            WriterRole::Store(tail, every) => (None, Some(tail), every),
+            WriterRole::Queue { max_backlog } => (Some(max_backlog), None, Duration::MAX),
+        };
         let mut w = Self {
             conn,
             backlog: 0,
             max_backlog,
             max_attempts,
             tail_due,
+            tail,
+            fresh: Vec::new(),
+            unindexed: 0,
+            last_index: Instant::now(),
+            index_every,
         };
         if w.max_backlog.is_some() {
             w.recount()?;
         }
         Ok(w)
+    }
+
+    /// Moves every event above the watermark into `session_index`, in one
+    /// transaction, sorted, so that each session's page is written once per
+    /// run instead of once per transaction; then drops from the in-memory tail
+    /// what the previous run indexed.
+    fn index_sessions(&mut self) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let before: i64 =
+            tx.query_row("SELECT indexed_through FROM session_index_state", [], |r| {
+                r.get(0)
+            })?;
+        let through: i64 =
+            tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+        if through > before {
+            tx.execute(
+                "INSERT INTO session_index (session_id, ts_seq, id)
+                 SELECT session_id, ts_seq, id FROM events WHERE id > ?1 AND id <= ?2
+                 ORDER BY session_id, ts_seq",
+                params![before, through],
+            )?;
+            tx.execute(
+                "UPDATE session_index_state SET indexed_through = ?1",
+                [through],
+            )?;
+        }
+        tx.commit()?;
+        if let Some(tail) = &self.tail {
+            lock(tail).indexed(before, through);
+        }
+        self.unindexed = 0;
+        self.last_index = Instant::now();
+        Ok(())
+    }
+
+    /// Runs [`Self::index_sessions`] when enough time or events have passed.
+    fn index_sessions_if_due(&mut self) {
+        let due = self.unindexed >= INDEX_SESSIONS_AFTER
+            || (self.unindexed > 0 && self.last_index.elapsed() >= self.index_every);
+        if self.tail.is_some() && due {
+            if let Err(e) = self.index_sessions() {
+                tracing::warn!(error = %e, "indexing sessions failed; it is retried");
+            }
+        }
     }
 
     fn recount(&mut self) -> rusqlite::Result<()> {
@@ -676,6 +882,7 @@ impl Writer {
                 }
             }
             self.checkpoint_tail();
+            self.index_sessions_if_due();
         }
     }
 
@@ -699,6 +906,7 @@ impl Writer {
         let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
         let backlog_before = self.backlog;
         let mut enqueued = false;
+        let mut index_now = false;
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = failed(e);
             for cmd in group {
@@ -725,7 +933,11 @@ impl Writer {
                     }));
                 }
                 Command::PutEvents { events, reply } => {
+                    let mark = self.fresh.len();
                     let r = self.savepoint(|w| w.put_events(&events));
+                    if r.is_err() {
+                        self.fresh.truncate(mark);
+                    }
                     replies.push(Box::new(move |commit_err| {
                         let _ = reply.send(per_item(r, events.len(), commit_err));
                     }));
@@ -740,6 +952,13 @@ impl Writer {
                     if let Err(e) = self.recount() {
                         tracing::warn!(error = %e, "recounting the queue failed");
                     }
+                }
+                Command::IndexSessions { reply } => {
+                    // After this group's commit, so its events are included.
+                    replies.push(Box::new(move |_| {
+                        let _ = reply.send(());
+                    }));
+                    index_now = true;
                 }
                 Command::Complete {
                     processed,
@@ -761,6 +980,15 @@ impl Writer {
             let _ = self.conn.execute_batch("ROLLBACK");
             self.backlog = backlog_before;
             enqueued = false;
+            self.fresh.clear();
+        } else if let Some(tail) = &self.tail {
+            self.unindexed += self.fresh.len();
+            lock(tail).add(self.fresh.drain(..));
+        }
+        if index_now {
+            if let Err(e) = self.index_sessions() {
+                tracing::warn!(error = %e, "indexing sessions failed; it is retried");
+            }
         }
         for reply in replies {
             reply(commit_err.as_ref());
@@ -832,11 +1060,12 @@ impl Writer {
                         e.received_at.to_rfc3339(),
                     ])
                     .map_err(failed)?;
-                Ok(if changed == 1 {
-                    PutOutcome::Stored
-                } else {
-                    PutOutcome::Duplicate
-                })
+                if changed != 1 {
+                    return Ok(PutOutcome::Duplicate);
+                }
+                self.fresh
+                    .push((e.session_id.clone(), self.conn.last_insert_rowid()));
+                Ok(PutOutcome::Stored)
             })
             .collect()
     }
@@ -952,6 +1181,9 @@ fn answer_all(cmd: Command, e: &BackendError) {
             let _ = reply.send(vec![Err(e.clone()); errors.len()]);
         }
         Command::Recount => {}
+        Command::IndexSessions { reply } => {
+            let _ = reply.send(());
+        }
     }
 }
 
@@ -1081,7 +1313,8 @@ fn receive_due(
     Ok(out)
 }
 
-const EVENT_COLUMNS: &str = "event_id, app, session_id, category, name, data, timestamp, original_timestamp, received_at, ts_seq, t";
+/// The columns [`event_from_row`] reads, of `events` aliased `e`.
+const EVENT_COLUMNS: &str = "e.event_id, e.app, e.session_id, e.category, e.name, e.data, e.timestamp, e.original_timestamp, e.received_at, e.ts_seq, e.t";
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredEvent, String, String)> {
     let ts = |i: usize| -> rusqlite::Result<Timestamp> {
@@ -1134,13 +1367,51 @@ impl EventQuery for Sqlite {
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
         let session_id = session_id.to_owned();
+        let tail = Arc::clone(&self.inner.tail);
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ?1 AND ts_seq > ?2 ORDER BY ts_seq LIMIT ?3"
-            ))?;
-            let rows = stmt
-                .query_map(params![session_id, page.after.unwrap_or_default(), page.limit as i64 + 1], event_from_row)?
+            let after = page.after.unwrap_or_default();
+            let limit = page.limit + 1;
+            // One snapshot for the watermark and both halves.
+            let tx = conn.unchecked_transaction()?;
+            let indexed: i64 = tx.query_row(
+                "SELECT indexed_through FROM session_index_state",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut rows = tx
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM session_index s JOIN events e ON e.id = s.id
+                     WHERE s.session_id = ?1 AND s.ts_seq > ?2 AND s.id <= ?3 ORDER BY s.ts_seq LIMIT ?4"
+                ))?
+                .query_map(params![session_id, after, indexed, limit as i64], event_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let newest: i64 =
+                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+            let answer = lock(&tail).lookup(&session_id, indexed, newest);
+            let mut by_id = tx.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1"
+            ))?;
+            for id in answer.ids {
+                // Not there if committed after this snapshot began.
+                let row = by_id.query_row([id], event_from_row).optional()?;
+                rows.extend(row.filter(|(_, key, _)| key.as_str() > after.as_str()));
+            }
+            drop(by_id);
+            if let Some(scan_after) = answer.scan_after {
+                // Rows another process wrote, or that this snapshot needs and
+                // the tail no longer holds: scan the unindexed end of the table.
+                let scanned = tx
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM events e NOT INDEXED
+                         WHERE e.id > ?1 AND e.session_id = ?2 AND e.ts_seq > ?3 ORDER BY e.ts_seq LIMIT ?4"
+                    ))?
+                    .query_map(params![scan_after, session_id, after, limit as i64], event_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                rows.extend(scanned);
+            }
+            tx.commit()?;
+            rows.sort_by(|a, b| a.1.cmp(&b.1));
+            rows.truncate(limit);
             let page = Page::from_fetched(rows, page.limit, |(_, session_key, _)| session_key.clone());
             Ok(Page {
                 items: page.items.into_iter().map(|(e, _, _)| e).collect(),
@@ -1169,14 +1440,14 @@ impl EventQuery for Sqlite {
             let rows = match &filter.category {
                 Some(category) => {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM events WHERE category = ?1 AND t > ?2 AND t < ?3 ORDER BY t LIMIT ?4"
+                        "SELECT {EVENT_COLUMNS} FROM events e WHERE category = ?1 AND t > ?2 AND t < ?3 ORDER BY t LIMIT ?4"
                     ))?;
                     stmt.query_map(params![category, lo, hi, limit], event_from_row)?
                         .collect::<rusqlite::Result<Vec<_>>>()?
                 }
                 None => {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM events WHERE t > ?1 AND t < ?2 ORDER BY t LIMIT ?3"
+                        "SELECT {EVENT_COLUMNS} FROM events e WHERE t > ?1 AND t < ?2 ORDER BY t LIMIT ?3"
                     ))?;
                     stmt.query_map(params![lo, hi, limit], event_from_row)?
                         .collect::<rusqlite::Result<Vec<_>>>()?
@@ -1310,5 +1581,77 @@ impl StatusSource for Sqlite {
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Tail, TailAnswer};
+
+    fn rows(session: &str, ids: std::ops::RangeInclusive<i64>) -> Vec<(String, i64)> {
+        ids.map(|id| (session.to_owned(), id)).collect()
+    }
+
+    #[test]
+    fn the_tail_answers_alone_while_it_knows_every_row() {
+        let mut tail = Tail::default();
+        tail.add(rows("a", 1..=3));
+        tail.add(rows("b", 4..=4));
+        tail.add(rows("a", 5..=5));
+        let answer = tail.lookup("a", 0, 5);
+        assert_eq!(
+            answer,
+            TailAnswer {
+                ids: vec![1, 2, 3, 5],
+                scan_after: None
+            }
+        );
+        // Above the snapshot's watermark, and not past its newest row.
+        assert_eq!(tail.lookup("a", 2, 3).ids, [3]);
+        // Rows the writer has committed but not yet handed over: scanned.
+        assert_eq!(tail.lookup("a", 0, 7).scan_after, Some(5));
+    }
+
+    #[test]
+    fn a_gap_in_the_rowids_means_another_writer_and_a_scan() {
+        let mut tail = Tail::default();
+        tail.add(rows("a", 1..=2));
+        tail.add(rows("a", 6..=7)); // 3..=5 are another process's
+        let answer = tail.lookup("a", 0, 7);
+        assert_eq!(answer.ids, [1, 2]);
+        assert_eq!(answer.scan_after, Some(2));
+        // An index run through 7 covers the gap; the tail is whole again.
+        tail.indexed(0, 7);
+        tail.add(rows("a", 8..=8));
+        assert_eq!(
+            tail.lookup("a", 7, 8),
+            TailAnswer {
+                ids: vec![8],
+                scan_after: None
+            }
+        );
+        // A snapshot from before that run cannot be answered from the tail.
+        assert_eq!(tail.lookup("a", 0, 7).scan_after, Some(0));
+    }
+
+    #[test]
+    fn pruning_stays_one_index_run_behind() {
+        let mut tail = Tail::default();
+        tail.add(rows("a", 1..=4));
+        tail.indexed(0, 4);
+        tail.add(rows("a", 5..=6));
+        tail.indexed(4, 6);
+        // A reader still on watermark 4 finds 5 and 6 here.
+        assert_eq!(
+            tail.lookup("a", 4, 6),
+            TailAnswer {
+                ids: vec![5, 6],
+                scan_after: None
+            }
+        );
+        // One on watermark 0 is told to scan: 1..=4 are gone.
+        assert_eq!(tail.lookup("a", 0, 6).scan_after, Some(0));
+        tail.indexed(6, 6);
+        assert!(tail.by_session.is_empty());
     }
 }
