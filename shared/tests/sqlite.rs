@@ -703,3 +703,61 @@ async fn a_version_1_store_is_migrated_to_the_bulk_session_index() {
         .unwrap();
     assert_eq!(old_index, 0, "the per-insert session index is dropped");
 }
+
+#[tokio::test]
+async fn a_chunked_index_run_covers_every_session_and_finishes_when_idle() {
+    let dir = TempDir::new().unwrap();
+    let every = std::time::Duration::from_millis(400);
+    let db = Sqlite::open(SqliteConfig {
+        session_index_every: every,
+        ..SqliteConfig::new(dir.path().join("eye.db"))
+    })
+    .unwrap();
+    let batch = |from: u32| -> Vec<(String, Box<RawValue>)> {
+        (from..from + 60)
+            .map(|i| {
+                let ts = format!("2021-01-01 09:{:02}:{:02}", i / 60, i % 60);
+                let session = format!("session-{:02}", i % 30);
+                (
+                    format!("id-{i}"),
+                    event_json(
+                        &session,
+                        "page interaction",
+                        "pageview",
+                        &ts,
+                        &format!("/{i}"),
+                    ),
+                )
+            })
+            .collect()
+    };
+    enqueue(&db, "shop", &batch(0)).await.unwrap();
+    drain(&db).await;
+    tokio::time::sleep(every).await;
+    // This commit starts a run over 120 events of 30 sessions, in chunks
+    // spread over the interval; no more commands come, and it still ends.
+    enqueue(&db, "shop", &batch(60)).await.unwrap();
+    drain(&db).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while indexed_rows(&dir) < 120 && std::time::Instant::now() < deadline {
+        // Mid-run, every session is whole and nothing shows twice.
+        let got = db.session_events("session-07", page(100)).await.unwrap();
+        assert_eq!(got.items.len(), 4);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(indexed_rows(&dir), 120);
+    let conn = rusqlite::Connection::open(dir.path().join("eye.db")).unwrap();
+    let watermark: i64 = conn
+        .query_row("SELECT indexed_through FROM session_index_state", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(watermark, 120);
+    for s in 0..30 {
+        let got = db
+            .session_events(&format!("session-{s:02}"), page(100))
+            .await
+            .unwrap();
+        assert_eq!(got.items.len(), 4, "session-{s:02}");
+    }
+}

@@ -289,6 +289,19 @@ impl Tail {
         }
     }
 
+    /// Session ids that split the sessions it holds into `chunks` ranges of
+    /// about as many sessions each.
+    fn split(&self, chunks: usize) -> Vec<String> {
+        let mut sessions: Vec<&String> = self.by_session.keys().collect();
+        sessions.sort_unstable();
+        let mut bounds: Vec<String> = (1..chunks)
+            .filter_map(|i| sessions.get(sessions.len() * i / chunks))
+            .map(|s| (*s).clone())
+            .collect();
+        bounds.dedup();
+        bounds
+    }
+
     /// After a bulk index that moved the watermark from `before` to `through`
     /// (the newest rowid then). Drops the entries at or below `before`, one
     /// step behind, so a reader whose snapshot still sees `before` finds its
@@ -752,6 +765,10 @@ type Reply = Box<dyn FnOnce(Option<&BackendError>)>;
 /// Events stored since the last bulk index of sessions, above which the next
 /// one runs at once rather than at [`SqliteConfig::session_index_every`].
 const INDEX_SESSIONS_AFTER: usize = 200_000;
+/// Chunks, by session id, that a bulk index of sessions is split into and
+/// spread over its interval: the disk then gets small bursts of page writes
+/// instead of one large one, which a queue commit's flush would wait behind.
+const INDEX_CHUNKS: usize = 8;
 
 /// Which file a writer serves, with what only that file needs.
 enum WriterRole {
@@ -777,8 +794,23 @@ struct Writer {
     fresh: Vec<(String, i64)>,
     /// Events committed since the last bulk index of sessions.
     unindexed: usize,
+    /// When the last bulk index of sessions began.
     last_index: Instant,
     index_every: Duration,
+    index_run: Option<IndexRun>,
+}
+
+/// A bulk index of sessions in progress.
+struct IndexRun {
+    /// The newest rowid when it began: the watermark it moves to.
+    through: i64,
+    /// Session ids that split it into chunks: chunk `i` is the ids from
+    /// `bounds[i - 1]` (or the first) up to `bounds[i]` (or the last).
+    bounds: Vec<String>,
+    /// The next chunk.
+    next: usize,
+    /// When the last chunk was written.
+    last: Instant,
 }
 
 impl Writer {
@@ -803,6 +835,7 @@ impl Writer {
             unindexed: 0,
             last_index: Instant::now(),
             index_every,
+            index_run: None,
         };
         if w.max_backlog.is_some() {
             w.recount()?;
@@ -810,11 +843,50 @@ impl Writer {
         Ok(w)
     }
 
-    /// Moves every event above the watermark into `session_index`, in one
-    /// transaction, sorted, so that each session's page is written once per
-    /// run instead of once per transaction; then drops from the in-memory tail
-    /// what the previous run indexed.
+    /// Moves every event above the watermark into `session_index` now, in
+    /// one transaction (abandoning a run in progress: its chunks are written
+    /// again, and ignored).
     fn index_sessions(&mut self) -> rusqlite::Result<()> {
+        self.start_index_run(false)?;
+        self.index_chunk()
+    }
+
+    /// Begins a bulk index of every event stored so far, in chunks by session
+    /// id when `chunked`.
+    fn start_index_run(&mut self, chunked: bool) -> rusqlite::Result<()> {
+        let through: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+        let bounds = match (&self.tail, chunked) {
+            (Some(tail), true) => lock(tail).split(INDEX_CHUNKS),
+            _ => Vec::new(),
+        };
+        self.unindexed = 0;
+        self.last_index = Instant::now();
+        self.index_run = Some(IndexRun {
+            through,
+            bounds,
+            next: 0,
+            last: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Writes the next chunk of the run in progress: the events up to the
+    /// run's rowid whose session ids fall in the chunk's range, sorted, so
+    /// each session's page is written once per run rather than once per
+    /// transaction. After the last chunk, moves the watermark, and drops from
+    /// the in-memory tail what the previous run indexed. Readers ignore index
+    /// entries above the watermark, so a partly written run shows nothing
+    /// twice.
+    fn index_chunk(&mut self) -> rusqlite::Result<()> {
+        let Some(run) = &self.index_run else {
+            return Ok(());
+        };
+        let lo = run.next.checked_sub(1).and_then(|i| run.bounds.get(i));
+        let hi = run.bounds.get(run.next);
+        let last_chunk = run.next >= run.bounds.len();
+        let through = run.through;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -822,37 +894,65 @@ impl Writer {
             tx.query_row("SELECT indexed_through FROM session_index_state", [], |r| {
                 r.get(0)
             })?;
-        let through: i64 =
-            tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
         if through > before {
             tx.execute(
-                "INSERT INTO session_index (session_id, ts_seq, id)
-                 SELECT session_id, ts_seq, id FROM events WHERE id > ?1 AND id <= ?2
+                "INSERT OR IGNORE INTO session_index (session_id, ts_seq, id)
+                 SELECT session_id, ts_seq, id FROM events
+                 WHERE id > ?1 AND id <= ?2
+                   AND (?3 IS NULL OR session_id >= ?3) AND (?4 IS NULL OR session_id < ?4)
                  ORDER BY session_id, ts_seq",
-                params![before, through],
+                params![before, through, lo, hi],
             )?;
-            tx.execute(
-                "UPDATE session_index_state SET indexed_through = ?1",
-                [through],
-            )?;
+            if last_chunk {
+                tx.execute(
+                    "UPDATE session_index_state SET indexed_through = ?1",
+                    [through],
+                )?;
+            }
         }
         tx.commit()?;
-        if let Some(tail) = &self.tail {
-            lock(tail).indexed(before, through);
+        if last_chunk {
+            self.index_run = None;
+            if let Some(tail) = &self.tail {
+                lock(tail).indexed(before, through.max(before));
+            }
+        } else if let Some(run) = &mut self.index_run {
+            run.next += 1;
+            run.last = Instant::now();
         }
-        self.unindexed = 0;
-        self.last_index = Instant::now();
         Ok(())
     }
 
-    /// Runs [`Self::index_sessions`] when enough time or events have passed.
+    /// Writes the next chunk of the session index when it is due: a run
+    /// starts every `index_every` (at once past [`INDEX_SESSIONS_AFTER`]
+    /// events), and its chunks are spread over that time.
     fn index_sessions_if_due(&mut self) {
-        let due = self.unindexed >= INDEX_SESSIONS_AFTER
-            || (self.unindexed > 0 && self.last_index.elapsed() >= self.index_every);
-        if self.tail.is_some() && due {
-            if let Err(e) = self.index_sessions() {
-                tracing::warn!(error = %e, "indexing sessions failed; it is retried");
+        if self.tail.is_none() {
+            return;
+        }
+        let hurry = self.unindexed >= INDEX_SESSIONS_AFTER;
+        let result = match &self.index_run {
+            Some(run) => {
+                let gap = if hurry {
+                    Duration::ZERO
+                } else {
+                    self.index_every / INDEX_CHUNKS as u32
+                };
+                if run.last.elapsed() >= gap {
+                    self.index_chunk()
+                } else {
+                    Ok(())
+                }
             }
+            None if hurry
+                || (self.unindexed > 0 && self.last_index.elapsed() >= self.index_every) =>
+            {
+                self.start_index_run(true).and_then(|()| self.index_chunk())
+            }
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "indexing sessions failed; it is retried");
         }
     }
 
@@ -867,7 +967,25 @@ impl Writer {
     }
 
     fn run(&mut self, mut rx: mpsc::Receiver<Command>, inner: std::sync::Weak<Inner>) {
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            // While a bulk index of sessions is in progress, its chunks come
+            // due with nothing else to do, so wait for commands in short steps.
+            let first = if self.index_run.is_some() {
+                match rx.try_recv() {
+                    Ok(cmd) => cmd,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        self.index_sessions_if_due();
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(cmd) => cmd,
+                    None => break,
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
@@ -1632,6 +1750,19 @@ mod tests {
         );
         // A snapshot from before that run cannot be answered from the tail.
         assert_eq!(tail.lookup("a", 0, 7).scan_after, Some(0));
+    }
+
+    #[test]
+    fn chunks_split_the_sessions_evenly_and_cover_them_all() {
+        let mut tail = Tail::default();
+        assert!(tail.split(8).is_empty(), "nothing to split: one chunk");
+        for (i, s) in ["d", "a", "c", "b"].iter().enumerate() {
+            tail.add([(s.to_string(), i as i64 + 1)]);
+        }
+        assert_eq!(tail.split(2), ["c"]);
+        assert_eq!(tail.split(4), ["b", "c", "d"]);
+        // More chunks than sessions: no empty duplicates.
+        assert_eq!(tail.split(8), ["a", "b", "c", "d"]);
     }
 
     #[test]
