@@ -574,6 +574,15 @@ async fn store_seconds(db: &Sqlite, secs: impl Iterator<Item = u32>) {
     drain(db).await;
 }
 
+/// A store whose writer indexes sessions every `every`.
+fn open_indexing_every(dir: &TempDir, every: std::time::Duration) -> Sqlite {
+    Sqlite::open(SqliteConfig {
+        session_index_every: every,
+        ..SqliteConfig::new(dir.path().join("eye.db"))
+    })
+    .unwrap()
+}
+
 fn indexed_rows(dir: &TempDir) -> i64 {
     let conn = rusqlite::Connection::open(dir.path().join("eye.db")).unwrap();
     conn.query_row("SELECT COUNT(*) FROM session_index", [], |r| r.get(0))
@@ -626,11 +635,7 @@ async fn session_queries_span_the_bulk_index_the_newest_events_and_other_writers
 async fn the_writer_indexes_sessions_by_itself_and_on_reopen() {
     let dir = TempDir::new().unwrap();
     let every = std::time::Duration::from_millis(300);
-    let db = Sqlite::open(SqliteConfig {
-        session_index_every: every,
-        ..SqliteConfig::new(dir.path().join("eye.db"))
-    })
-    .unwrap();
+    let db = open_indexing_every(&dir, every);
     store_seconds(&db, 0..10).await;
     assert_eq!(indexed_rows(&dir), 0);
     // The first commit after the interval indexes everything before it.
@@ -708,11 +713,7 @@ async fn a_version_1_store_is_migrated_to_the_bulk_session_index() {
 async fn a_chunked_index_run_covers_every_session_and_finishes_when_idle() {
     let dir = TempDir::new().unwrap();
     let every = std::time::Duration::from_millis(400);
-    let db = Sqlite::open(SqliteConfig {
-        session_index_every: every,
-        ..SqliteConfig::new(dir.path().join("eye.db"))
-    })
-    .unwrap();
+    let db = open_indexing_every(&dir, every);
     let batch = |from: u32| -> Vec<(String, Box<RawValue>)> {
         (from..from + 60)
             .map(|i| {

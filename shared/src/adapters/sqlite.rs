@@ -75,7 +75,7 @@ const SCHEMA_VERSION: i64 = 2;
 /// is written near its end, because event times are close to now: the unique
 /// (`ts_seq`, `session_id`), which makes `INSERT OR IGNORE` idempotent, and the
 /// two time indexes. The session order is kept apart, in `session_index`, and
-/// filled in bulk every few seconds ([`Writer::index_sessions`]): an index by
+/// filled in bulk every 5 s, in chunks by session id ([`Writer::index_chunk`]): an index by
 /// session written with every transaction rewrote one 4 KB page per session
 /// per transaction, about 4 KB per event, which was most of what the disk wrote
 /// (BENCHMARKS.md). Events above `session_index_state.indexed_through` are
