@@ -207,7 +207,6 @@ fn connect(path: &Path, db: Db, fsync_every_commit: bool) -> rusqlite::Result<Co
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     if db == Db::Store {
         conn.pragma_update(None, "cache_size", -65536)?;
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
     }
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version < SCHEMA_VERSION {
@@ -248,6 +247,8 @@ struct Inner {
     keys: Mutex<HashMap<String, (CachedKey, Instant)>>,
     /// The session order of the events `session_index` does not hold yet.
     tail: Arc<Mutex<Tail>>,
+    /// Session queries that had to scan the unindexed end of the table.
+    session_scans: std::sync::atomic::AtomicU64,
 }
 
 /// The session order of the newest events, in memory, until
@@ -308,18 +309,27 @@ impl Tail {
     /// entries here. If rows of another process made a gap, drops everything
     /// up to `through` instead: readers of older snapshots then scan.
     fn indexed(&mut self, before: i64, through: i64) {
-        let drop_through = if self.known_through < through {
-            self.known_through = through;
-            through
-        } else {
-            before
-        };
+        let gap = self.known_through < through;
+        let drop_through = if gap { through } else { before };
         if drop_through > self.pruned_through {
             self.by_session.retain(|_, entries| {
                 entries.retain(|id| *id > drop_through);
                 !entries.is_empty()
             });
             self.pruned_through = drop_through;
+        }
+        if gap {
+            // Whole again from `through` on, as far as this process's rows
+            // committed during the run follow on from it.
+            self.known_through = through;
+            let mut after: Vec<i64> = self.by_session.values().flatten().copied().collect();
+            after.sort_unstable();
+            for id in after {
+                if id != self.known_through + 1 {
+                    break;
+                }
+                self.known_through = id;
+            }
         }
     }
 
@@ -380,7 +390,12 @@ enum Command {
     /// Re-read the backlog count (another process may have added messages).
     Recount,
     /// Index the sessions of every stored event now.
-    IndexSessions { reply: oneshot::Sender<()> },
+    IndexSessions {
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    /// Sent every 100 ms by the checkpoint thread, so the store's writer
+    /// goes on with a bulk index of sessions while nothing else comes.
+    Tick,
     Complete {
         processed: Vec<i64>,
         failed: Vec<(i64, String)>,
@@ -436,6 +451,7 @@ impl Sqlite {
             enqueued: Notify::new(),
             keys: Mutex::new(HashMap::new()),
             tail,
+            session_scans: std::sync::atomic::AtomicU64::new(0),
         });
         for (name, mut writer, rx) in [
             ("eye-sqlite-store", store_writer, store_rx),
@@ -479,10 +495,18 @@ impl Sqlite {
     }
 
     /// Moves every stored event into the session index now, instead of within
-    /// the next second. Queries find events either way.
+    /// [`SqliteConfig::session_index_every`]. Queries find events either way.
     pub async fn index_sessions(&self) -> Result<(), BackendError> {
         self.call(Db::Store, |reply| Command::IndexSessions { reply })
-            .await
+            .await?
+    }
+
+    /// How many session queries of this handle had to scan the unindexed end
+    /// of the table, rather than find the newest events in memory: those
+    /// another process wrote, or that a snapshot older than the last bulk
+    /// index needed.
+    pub fn session_scans(&self) -> u64 {
+        self.inner.session_scans.load(Ordering::Relaxed)
     }
 
     /// Waits until something is enqueued, or `timeout` passes.
@@ -742,12 +766,17 @@ fn writeback_loop(paths: &[PathBuf], alive: &std::sync::Weak<Inner>) {
 /// 2. it then asks the file's writer to copy the few frames written meanwhile,
 ///    right after its next commit ([`Writer::checkpoint_tail`]). The WAL is
 ///    then fully copied, and the writer's next transaction starts it afresh.
+///
+/// It also sends the store's writer a [`Command::Tick`] every 100 ms.
 fn checkpoint_loop(
     conns: &[Connection],
     tails: &[Arc<AtomicBool>],
     alive: &std::sync::Weak<Inner>,
 ) {
-    while alive.strong_count() > 0 {
+    while let Some(inner) = alive.upgrade() {
+        // A full channel means the writer is busy, and will look anyway.
+        let _ = inner.store_tx.try_send(Command::Tick);
+        drop(inner);
         std::thread::sleep(Duration::from_millis(100));
         for (conn, tail) in conns.iter().zip(tails) {
             match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
@@ -765,6 +794,9 @@ type Reply = Box<dyn FnOnce(Option<&BackendError>)>;
 /// Events stored since the last bulk index of sessions, above which the next
 /// one runs at once rather than at [`SqliteConfig::session_index_every`].
 const INDEX_SESSIONS_AFTER: usize = 200_000;
+/// Most rowids one bulk index of sessions covers, which bounds its sort (a
+/// store migrated from schema 1 is indexed in runs of this size).
+const INDEX_RUN_MAX_ROWS: i64 = 400_000;
 /// Chunks, by session id, that a bulk index of sessions is split into and
 /// spread over its interval: the disk then gets small bursts of page writes
 /// instead of one large one, which a queue commit's flush would wait behind.
@@ -847,21 +879,31 @@ impl Writer {
     /// one transaction (abandoning a run in progress: its chunks are written
     /// again, and ignored).
     fn index_sessions(&mut self) -> rusqlite::Result<()> {
-        self.start_index_run(false)?;
-        self.index_chunk()
+        loop {
+            let all = self.start_index_run(false)?;
+            self.index_chunk()?;
+            if all {
+                return Ok(());
+            }
+        }
     }
 
-    /// Begins a bulk index of every event stored so far, in chunks by session
-    /// id when `chunked`.
-    fn start_index_run(&mut self, chunked: bool) -> rusqlite::Result<()> {
-        let through: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+    /// Begins a bulk index of the events stored so far, up to
+    /// [`INDEX_RUN_MAX_ROWS`] of them, in chunks by session id when
+    /// `chunked`. Returns whether it covers every stored event.
+    fn start_index_run(&mut self, chunked: bool) -> rusqlite::Result<bool> {
+        let (watermark, newest): (i64, i64) = self.conn.query_row(
+            "SELECT indexed_through, (SELECT COALESCE(MAX(id), 0) FROM events) FROM session_index_state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let through = newest.min(watermark.saturating_add(INDEX_RUN_MAX_ROWS));
         let bounds = match (&self.tail, chunked) {
             (Some(tail), true) => lock(tail).split(INDEX_CHUNKS),
             _ => Vec::new(),
         };
-        self.unindexed = 0;
+        // What this run leaves counts towards the next.
+        self.unindexed = usize::try_from(newest - through).unwrap_or(0);
         self.last_index = Instant::now();
         self.index_run = Some(IndexRun {
             through,
@@ -869,7 +911,7 @@ impl Writer {
             next: 0,
             last: Instant::now(),
         });
-        Ok(())
+        Ok(through == newest)
     }
 
     /// Writes the next chunk of the run in progress: the events up to the
@@ -947,7 +989,7 @@ impl Writer {
             None if hurry
                 || (self.unindexed > 0 && self.last_index.elapsed() >= self.index_every) =>
             {
-                self.start_index_run(true).and_then(|()| self.index_chunk())
+                self.start_index_run(true).and_then(|_| self.index_chunk())
             }
             None => Ok(()),
         };
@@ -967,31 +1009,18 @@ impl Writer {
     }
 
     fn run(&mut self, mut rx: mpsc::Receiver<Command>, inner: std::sync::Weak<Inner>) {
-        loop {
-            // While a bulk index of sessions is in progress, its chunks come
-            // due with nothing else to do, so wait for commands in short steps.
-            let first = if self.index_run.is_some() {
-                match rx.try_recv() {
-                    Ok(cmd) => cmd,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        std::thread::sleep(Duration::from_millis(10));
-                        self.index_sessions_if_due();
-                        continue;
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                }
-            } else {
-                match rx.blocking_recv() {
-                    Some(cmd) => cmd,
-                    None => break,
-                }
-            };
+        while let Some(first) = rx.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
                     Ok(cmd) => group.push(cmd),
                     Err(_) => break,
                 }
+            }
+            group.retain(|cmd| !matches!(cmd, Command::Tick));
+            if group.is_empty() {
+                self.index_sessions_if_due();
+                continue;
             }
             let enqueued = self.apply_group(group);
             if enqueued {
@@ -1024,7 +1053,8 @@ impl Writer {
         let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
         let backlog_before = self.backlog;
         let mut enqueued = false;
-        let mut index_now = false;
+        // Answered after the group's commit and the index that follows it.
+        let mut index_now: Vec<oneshot::Sender<Result<(), BackendError>>> = Vec::new();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = failed(e);
             for cmd in group {
@@ -1071,13 +1101,8 @@ impl Writer {
                         tracing::warn!(error = %e, "recounting the queue failed");
                     }
                 }
-                Command::IndexSessions { reply } => {
-                    // After this group's commit, so its events are included.
-                    replies.push(Box::new(move |_| {
-                        let _ = reply.send(());
-                    }));
-                    index_now = true;
-                }
+                Command::IndexSessions { reply } => index_now.push(reply),
+                Command::Tick => {}
                 Command::Complete {
                     processed,
                     failed: fails,
@@ -1103,9 +1128,13 @@ impl Writer {
             self.unindexed += self.fresh.len();
             lock(tail).add(self.fresh.drain(..));
         }
-        if index_now {
-            if let Err(e) = self.index_sessions() {
-                tracing::warn!(error = %e, "indexing sessions failed; it is retried");
+        if !index_now.is_empty() {
+            let result = match &commit_err {
+                Some(e) => Err(e.clone()),
+                None => self.index_sessions().map_err(failed),
+            };
+            for reply in index_now {
+                let _ = reply.send(result.clone());
             }
         }
         for reply in replies {
@@ -1298,9 +1327,9 @@ fn answer_all(cmd: Command, e: &BackendError) {
         Command::PutErrors { errors, reply } => {
             let _ = reply.send(vec![Err(e.clone()); errors.len()]);
         }
-        Command::Recount => {}
+        Command::Recount | Command::Tick => {}
         Command::IndexSessions { reply } => {
-            let _ = reply.send(());
+            let _ = reply.send(Err(e.clone()));
         }
     }
 }
@@ -1485,7 +1514,7 @@ impl EventQuery for Sqlite {
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
         let session_id = session_id.to_owned();
-        let tail = Arc::clone(&self.inner.tail);
+        let inner = Arc::clone(&self.inner);
         self.read(move |conn| {
             let after = page.after.unwrap_or_default();
             let limit = page.limit + 1;
@@ -1498,24 +1527,27 @@ impl EventQuery for Sqlite {
             )?;
             let mut rows = tx
                 .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM session_index s JOIN events e ON e.id = s.id
+                    "SELECT {EVENT_COLUMNS} FROM session_index s JOIN events e ON e.id = s.id AND e.session_id = s.session_id
                      WHERE s.session_id = ?1 AND s.ts_seq > ?2 AND s.id <= ?3 ORDER BY s.ts_seq LIMIT ?4"
                 ))?
                 .query_map(params![session_id, after, indexed, limit as i64], event_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let newest: i64 =
                 tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-            let answer = lock(&tail).lookup(&session_id, indexed, newest);
+            let answer = lock(&inner.tail).lookup(&session_id, indexed, newest);
             let mut by_id = tx.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1"
+                "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1 AND e.session_id = ?2"
             ))?;
             for id in answer.ids {
                 // Not there if committed after this snapshot began.
-                let row = by_id.query_row([id], event_from_row).optional()?;
+                let row = by_id
+                    .query_row(params![id, session_id], event_from_row)
+                    .optional()?;
                 rows.extend(row.filter(|(_, key, _)| key.as_str() > after.as_str()));
             }
             drop(by_id);
             if let Some(scan_after) = answer.scan_after {
+                inner.session_scans.fetch_add(1, Ordering::Relaxed);
                 // Rows another process wrote, or that this snapshot needs and
                 // the tail no longer holds: scan the unindexed end of the table.
                 let scanned = tx
@@ -1763,6 +1795,25 @@ mod tests {
         assert_eq!(tail.split(4), ["b", "c", "d"]);
         // More chunks than sessions: no empty duplicates.
         assert_eq!(tail.split(8), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn after_a_gap_the_tail_is_whole_again_with_what_came_during_the_run() {
+        let mut tail = Tail::default();
+        tail.add(rows("a", 1..=2));
+        tail.add(rows("b", 5..=6)); // 3 and 4 are another process's
+        // A run through 6 began; this process committed 7 and 8 meanwhile.
+        tail.add(rows("a", 7..=8));
+        tail.indexed(0, 6);
+        assert_eq!(
+            tail.lookup("a", 6, 8),
+            TailAnswer {
+                ids: vec![7, 8],
+                scan_after: None
+            }
+        );
+        tail.add(rows("b", 9..=9));
+        assert_eq!(tail.lookup("b", 6, 9).scan_after, None);
     }
 
     #[test]
