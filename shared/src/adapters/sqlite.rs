@@ -794,6 +794,11 @@ type Reply = Box<dyn FnOnce(Option<&BackendError>)>;
 /// Events stored since the last bulk index of sessions, above which the next
 /// one runs at once rather than at [`SqliteConfig::session_index_every`].
 const INDEX_SESSIONS_AFTER: usize = 200_000;
+/// The store's writer commits at most this often (the queue's writer as often
+/// as it can, since ingest waits for it). A busy worker then stores larger
+/// batches, which write fewer pages per event (BENCHMARKS.md); an event may
+/// become queryable up to this much later.
+const STORE_COMMIT_EVERY: Duration = Duration::from_millis(10);
 /// Most rowids one bulk index of sessions covers, which bounds its sort (a
 /// store migrated from schema 1 is indexed in runs of this size).
 const INDEX_RUN_MAX_ROWS: i64 = 400_000;
@@ -830,6 +835,7 @@ struct Writer {
     last_index: Instant,
     index_every: Duration,
     index_run: Option<IndexRun>,
+    last_commit: Instant,
 }
 
 /// A bulk index of sessions in progress.
@@ -868,6 +874,7 @@ impl Writer {
             last_index: Instant::now(),
             index_every,
             index_run: None,
+            last_commit: Instant::now(),
         };
         if w.max_backlog.is_some() {
             w.recount()?;
@@ -1010,6 +1017,13 @@ impl Writer {
 
     fn run(&mut self, mut rx: mpsc::Receiver<Command>, inner: std::sync::Weak<Inner>) {
         while let Some(first) = rx.blocking_recv() {
+            if self.tail.is_some() {
+                // The store's writer commits at most every STORE_COMMIT_EVERY.
+                let since = self.last_commit.elapsed();
+                if since < STORE_COMMIT_EVERY {
+                    std::thread::sleep(STORE_COMMIT_EVERY - since);
+                }
+            }
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
@@ -1023,6 +1037,7 @@ impl Writer {
                 continue;
             }
             let enqueued = self.apply_group(group);
+            self.last_commit = Instant::now();
             if enqueued {
                 if let Some(inner) = inner.upgrade() {
                     inner.enqueued.notify_one();
