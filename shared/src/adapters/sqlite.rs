@@ -788,6 +788,15 @@ fn checkpoint_loop(
     }
 }
 
+/// The store's session-index watermark (every event up to this rowid is in
+/// `session_index`) and its newest event's rowid.
+fn watermarks(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT indexed_through, (SELECT COALESCE(MAX(id), 0) FROM events) FROM session_index_state",
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
 /// Answers one command once the group's commit is known (`Some` if it failed).
 type Reply = Box<dyn FnOnce(Option<&BackendError>)>;
 
@@ -899,11 +908,7 @@ impl Writer {
     /// [`INDEX_RUN_MAX_ROWS`] of them, in chunks by session id when
     /// `chunked`. Returns whether it covers every stored event.
     fn start_index_run(&mut self, chunked: bool) -> rusqlite::Result<bool> {
-        let (watermark, newest): (i64, i64) = self.conn.query_row(
-            "SELECT indexed_through, (SELECT COALESCE(MAX(id), 0) FROM events) FROM session_index_state",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (watermark, newest) = watermarks(&self.conn)?;
         let through = newest.min(watermark.saturating_add(INDEX_RUN_MAX_ROWS));
         let bounds = match (&self.tail, chunked) {
             (Some(tail), true) => lock(tail).split(INDEX_CHUNKS),
@@ -939,10 +944,7 @@ impl Writer {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let before: i64 =
-            tx.query_row("SELECT indexed_through FROM session_index_state", [], |r| {
-                r.get(0)
-            })?;
+        let (before, _) = watermarks(&tx)?;
         if through > before {
             tx.execute(
                 "INSERT OR IGNORE INTO session_index (session_id, ts_seq, id)
@@ -1535,11 +1537,7 @@ impl EventQuery for Sqlite {
             let limit = page.limit + 1;
             // One snapshot for the watermark and both halves.
             let tx = conn.unchecked_transaction()?;
-            let indexed: i64 = tx.query_row(
-                "SELECT indexed_through FROM session_index_state",
-                [],
-                |r| r.get(0),
-            )?;
+            let (indexed, newest) = watermarks(&tx)?;
             let mut rows = tx
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM session_index s JOIN events e ON e.id = s.id AND e.session_id = s.session_id
@@ -1547,8 +1545,6 @@ impl EventQuery for Sqlite {
                 ))?
                 .query_map(params![session_id, after, indexed, limit as i64], event_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let newest: i64 =
-                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
             let answer = lock(&inner.tail).lookup(&session_id, indexed, newest);
             let mut by_id = tx.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1 AND e.session_id = ?2"
