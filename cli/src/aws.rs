@@ -10,6 +10,7 @@ use eye_shared::adapters::aws::dynamodb::{DynamoConfig, DynamoStore};
 use eye_shared::adapters::aws::resources::{Resources, bootstrap};
 use eye_shared::adapters::aws::sqs::{SqsPoller, process_sqs_event};
 use eye_shared::adapters::aws::{CallCounts, DynamoClient, SdkConfig, SqsClient, sdk_config};
+use eye_shared::config;
 use eye_shared::http::StatusSource;
 use eye_shared::ports::BackendError;
 use eye_shared::processor::Processor;
@@ -26,10 +27,10 @@ pub struct AwsArgs {
     #[arg(long, default_value = "the-eye", env = "EYE_STACK")]
     pub prefix: String,
     /// Write shards per index partition (as the stack's GsiShards).
-    #[arg(long, default_value_t = 4, env = "EYE_GSI_SHARDS")]
+    #[arg(long, default_value_t = config::GSI_SHARDS, env = "EYE_GSI_SHARDS")]
     pub shards: u16,
     /// Days to keep items (DynamoDB TTL); 0 keeps them forever.
-    #[arg(long, default_value_t = 0, env = "EYE_RETENTION_DAYS")]
+    #[arg(long, default_value_t = config::RETENTION_FOREVER, env = "EYE_RETENTION_DAYS")]
     pub retention_days: u32,
 }
 
@@ -61,7 +62,7 @@ impl Aws {
                 events_table: self.resources.events.name.clone(),
                 errors_table: self.resources.errors.name.clone(),
                 shards: self.args.shards,
-                retention_days: (self.args.retention_days > 0).then_some(self.args.retention_days),
+                retention_days: config::retention(self.args.retention_days),
             },
             self.counts.clone(),
         )

@@ -306,3 +306,32 @@ async fn dlq(cmd: DlqCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// `eye serve` (clap) and the processor Lambda (`config::flag`) read
+    /// `EYE_STRICT_TYPES` the same way. The only test here that sets the
+    /// environment, so nothing reads it meanwhile.
+    #[test]
+    fn strict_types_from_the_environment_means_the_same_to_clap_and_the_lambda() {
+        for value in ["true", "false", "1", "0", "yes", "no", "off", "on", "TRUE"] {
+            // SAFETY: no other test of this binary reads or writes the environment.
+            unsafe { std::env::set_var("EYE_STRICT_TYPES", value) };
+            let cli = Cli::try_parse_from(["eye", "serve"]).expect("parses");
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve")
+            };
+            assert_eq!(
+                args.processing.strict_types,
+                eye_shared::config::flag(value),
+                "EYE_STRICT_TYPES={value}"
+            );
+        }
+        // SAFETY: as above.
+        unsafe { std::env::remove_var("EYE_STRICT_TYPES") };
+    }
+}

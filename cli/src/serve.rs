@@ -13,8 +13,10 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use clap::Args;
+use clap::builder::FalseyValueParser;
 use eye_shared::adapters::aws::sqs::{SqsPoller, SqsQueue};
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
+use eye_shared::config;
 use eye_shared::domain::{Rules, SchemaRegistry};
 use eye_shared::http::{Api, ApiKeyAuth, json_response};
 use eye_shared::processor::Processor;
@@ -41,16 +43,16 @@ pub struct ServeArgs {
     pub processing: ProcessingArgs,
     /// fsync only at WAL checkpoints (synchronous=NORMAL): survives a crash of
     /// the process, but a power loss may lose the last commits.
-    #[arg(long, env = "EYE_NO_FSYNC")]
+    #[arg(long, env = "EYE_NO_FSYNC", value_parser = FalseyValueParser::new())]
     pub no_fsync: bool,
     /// Unprocessed events above which ingest answers 503.
-    #[arg(long, default_value_t = 2_000_000, env = "EYE_MAX_BACKLOG")]
+    #[arg(long, default_value_t = config::MAX_BACKLOG_EVENTS, env = "EYE_MAX_BACKLOG")]
     pub max_backlog: u64,
     /// Deliveries of a queue message before it becomes a dead letter.
-    #[arg(long, default_value_t = 5, env = "EYE_MAX_ATTEMPTS")]
+    #[arg(long, default_value_t = config::MAX_ATTEMPTS, env = "EYE_MAX_ATTEMPTS")]
     pub max_attempts: u32,
     /// Requests handled at once; more get 503 at once.
-    #[arg(long, default_value_t = 2048, env = "EYE_MAX_IN_FLIGHT")]
+    #[arg(long, default_value_t = config::MAX_IN_FLIGHT, env = "EYE_MAX_IN_FLIGHT")]
     pub max_in_flight: usize,
 }
 
@@ -61,10 +63,10 @@ pub struct ProcessingArgs {
     #[arg(long, env = "EYE_SCHEMAS")]
     pub schemas: Option<PathBuf>,
     /// Send events of types without a schema to the error records.
-    #[arg(long, env = "EYE_STRICT_TYPES")]
+    #[arg(long, env = "EYE_STRICT_TYPES", value_parser = FalseyValueParser::new())]
     pub strict_types: bool,
     /// Seconds a timestamp may be ahead of its arrival before it is refused.
-    #[arg(long, default_value_t = 300, env = "EYE_MAX_SKEW_SECS")]
+    #[arg(long, default_value_t = config::MAX_SKEW_SECS, env = "EYE_MAX_SKEW_SECS")]
     pub max_skew_secs: u32,
 }
 

@@ -545,3 +545,19 @@ async fn dropping_the_client_still_sends_while_the_runtime_runs() {
     }
     assert_stored_exactly_once(&eye, "dropped-client", &tracked).await;
 }
+
+/// The client checks events against the server's rules before it sends them,
+/// so its limits must be the server's.
+#[test]
+fn client_limits_are_the_servers() {
+    use eye_shared::domain::{Limits, envelope};
+    let server = Limits::default();
+    assert_eq!(eye_client::MAX_BATCH_EVENTS, server.max_events);
+    assert_eq!(eye_client::MAX_BODY_BYTES, server.max_body_bytes);
+    assert_eq!(eye_client::MAX_EVENT_BYTES, server.max_event_bytes);
+    assert_eq!(
+        eye_client::MAX_SESSION_ID_CHARS,
+        envelope::MAX_SESSION_ID_CHARS
+    );
+    assert_eq!(eye_client::MAX_TYPE_CHARS, envelope::MAX_TYPE_CHARS);
+}

@@ -3,6 +3,7 @@
 //! HTTP handler ([`http`]) that both the local server and the Lambda run.
 
 pub mod adapters;
+pub mod config;
 pub mod domain;
 pub mod http;
 pub mod ports;

@@ -206,3 +206,25 @@ fn each_function_gets_only_what_it_needs() {
         Some("arm64")
     );
 }
+
+#[test]
+fn template_defaults_are_the_config_defaults() {
+    use eye_shared::config;
+    let template: Value = serde_yaml_ng::from_str(&root("template.yaml")).unwrap();
+    let default = |name: &str| template["Parameters"][name]["Default"].clone();
+    assert_eq!(number(&default("GsiShards")), u64::from(config::GSI_SHARDS));
+    assert_eq!(
+        number(&default("RetentionDays")),
+        u64::from(config::RETENTION_FOREVER)
+    );
+    assert_eq!(
+        number(&default("MaxSkewSeconds")),
+        u64::from(config::MAX_SKEW_SECS)
+    );
+    assert!(!config::flag(default("StrictEventTypes").as_str().unwrap()));
+    let redrive = &template["Resources"]["EventQueue"]["Properties"]["RedrivePolicy"];
+    assert_eq!(
+        number(&redrive["maxReceiveCount"]),
+        u64::from(config::MAX_ATTEMPTS)
+    );
+}

@@ -1,7 +1,6 @@
 //! The ingest Lambda: builds its clients once and hands the handler to the runtime.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use eye_shared::adapters::aws::{SqsClient, sdk_config, sqs::SqsQueue};
 use eye_shared::http::{Api, GatewayAuth};
@@ -22,8 +21,7 @@ async fn main() -> Result<(), Error> {
     ])?;
     let sdk = sdk_config(None).await;
     let queue = SqsQueue::new(SqsClient::new(&sdk), queue_url, Arc::default());
-    let api = Api::new(Arc::new(GatewayAuth::new(keys)), Arc::new(queue))
-        .with_enqueue_timeout(Duration::from_secs(5));
+    let api = Api::new(Arc::new(GatewayAuth::new(keys)), Arc::new(queue));
     lambda_http::run(service_fn(|req| {
         let api = &api;
         async move { Ok::<_, Error>(eye_ingest::handle(api, req).await) }

@@ -13,14 +13,3 @@ pub async fn handle(processor: &Processor, event: SqsEvent) -> SqsBatchResponse 
     println!("{}", report.to_emf(Timestamp::now().as_micros() / 1000));
     response
 }
-
-/// Reads an optional number from the environment.
-pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name}={v:?} is not a valid number")),
-        _ => Ok(default),
-    }
-}

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use eye_processor::env_number;
 use eye_shared::adapters::aws::dynamodb::{DynamoConfig, DynamoStore};
 use eye_shared::adapters::aws::{DynamoClient, SqsEvent, sdk_config};
+use eye_shared::config::{self, flag_from_env, number_from_env, text_from_env};
 use eye_shared::domain::{Rules, SchemaRegistry};
 use eye_shared::processor::Processor;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -17,21 +17,23 @@ async fn main() -> Result<(), Error> {
         .without_time()
         .with_current_span(false)
         .init();
-    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-    let retention: u32 = env_number("EYE_RETENTION_DAYS", 0)?;
-    let config = DynamoConfig {
-        events_table: var("EYE_EVENTS_TABLE")?,
-        errors_table: var("EYE_ERRORS_TABLE")?,
-        shards: env_number("EYE_GSI_SHARDS", 4)?,
-        retention_days: (retention > 0).then_some(retention),
+    let store_config = DynamoConfig {
+        events_table: text_from_env("EYE_EVENTS_TABLE")?,
+        errors_table: text_from_env("EYE_ERRORS_TABLE")?,
+        shards: number_from_env("EYE_GSI_SHARDS", config::GSI_SHARDS)?,
+        retention_days: config::retention(number_from_env(
+            "EYE_RETENTION_DAYS",
+            config::RETENTION_FOREVER,
+        )?),
     };
     let rules = Rules {
-        max_skew_micros: env_number::<i64>("EYE_MAX_SKEW_SECS", 300)? * 1_000_000,
-        strict_types: std::env::var("EYE_STRICT_TYPES").is_ok_and(|v| v == "true" || v == "1"),
+        max_skew_micros: i64::from(number_from_env("EYE_MAX_SKEW_SECS", config::MAX_SKEW_SECS)?)
+            * 1_000_000,
+        strict_types: flag_from_env("EYE_STRICT_TYPES"),
     };
     let store = Arc::new(DynamoStore::new(
         DynamoClient::new(&sdk_config(None).await),
-        config,
+        store_config,
         Arc::default(),
     ));
     let processor = Processor::new(

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use crate::config;
 use crate::domain::keys::time_floor;
 use crate::domain::{ErrorCode, ErrorRecord, QueuedBatch, StoredEvent, Timestamp};
 use crate::http::StatusSource;
@@ -58,10 +59,10 @@ impl SqliteConfig {
         Self {
             path: path.into(),
             fsync_every_commit: true,
-            max_backlog_events: 2_000_000,
-            max_attempts: 5,
-            max_pending_bytes: 64 * 1024 * 1024,
-            session_index_every: Duration::from_secs(5),
+            max_backlog_events: config::MAX_BACKLOG_EVENTS,
+            max_attempts: config::MAX_ATTEMPTS,
+            max_pending_bytes: config::MAX_PENDING_BYTES,
+            session_index_every: config::SESSION_INDEX_EVERY,
         }
     }
 }

@@ -21,7 +21,7 @@ pub struct Rules {
 impl Default for Rules {
     fn default() -> Self {
         Self {
-            max_skew_micros: 5 * 60 * 1_000_000,
+            max_skew_micros: i64::from(crate::config::MAX_SKEW_SECS) * 1_000_000,
             strict_types: false,
         }
     }

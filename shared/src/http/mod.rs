@@ -58,8 +58,8 @@ impl Api {
             errors: None,
             status: None,
             limits: Limits::default(),
-            enqueue_timeout: Duration::from_secs(5),
-            retry_after_secs: 1,
+            enqueue_timeout: crate::config::ENQUEUE_TIMEOUT,
+            retry_after_secs: crate::config::RETRY_AFTER_SECS,
         }
     }
 

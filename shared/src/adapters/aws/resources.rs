@@ -126,7 +126,7 @@ impl QueueSpec {
             name: format!("{prefix}-queue"),
             dlq_name: format!("{prefix}-dlq"),
             visibility_timeout_secs: 6 * PROCESSOR_TIMEOUT_SECS,
-            max_receive_count: 5,
+            max_receive_count: crate::config::MAX_ATTEMPTS,
             retention_secs: 4 * 24 * 3600,
             dlq_retention_secs: 14 * 24 * 3600,
         }
