@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::config;
+use crate::domain::admission::admit;
+use crate::domain::api_key::{self, ApiKey, NewKey};
 use crate::domain::keys::time_floor;
+use crate::domain::redelivery::{Redelivery, RetryPolicy};
 use crate::domain::{ErrorCode, ErrorRecord, QueuedBatch, StoredEvent, Timestamp};
 use crate::http::StatusSource;
 use crate::ports::{
@@ -572,19 +573,16 @@ impl Sqlite {
     /// its SHA-256 is stored.
     pub fn create_key(&self, app: &str, scopes: &[Scope]) -> Result<String, BackendError> {
         let conn = connect(&self.inner.path, Db::Store, true).map_err(failed)?;
-        let mut id = [0u8; 6];
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut id).map_err(failed)?;
-        getrandom::fill(&mut secret).map_err(failed)?;
-        let id = hex(&id);
-        let secret = hex(&secret);
+        let mut random = [0u8; api_key::ID_BYTES + api_key::SECRET_BYTES];
+        getrandom::fill(&mut random).map_err(failed)?;
+        let new = NewKey::from_random(&random);
         let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
         conn.execute(
             "INSERT INTO api_keys (id, app, scopes, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, app, scopes.join(","), sha256(secret.as_bytes()), Timestamp::now().to_rfc3339()],
+            params![new.id, app, scopes.join(","), new.secret_hash, Timestamp::now().to_rfc3339()],
         )
         .map_err(failed)?;
-        Ok(format!("eye_{id}_{secret}"))
+        Ok(new.key)
     }
 
     /// Every key, without secrets.
@@ -614,7 +612,7 @@ impl Sqlite {
     /// Revokes a key by its id (the part after `eye_`) or the whole key.
     /// Returns whether a live key was revoked.
     pub fn revoke_key(&self, id_or_key: &str) -> Result<bool, BackendError> {
-        let id = parse_key(id_or_key).map_or(id_or_key, |(id, _)| id);
+        let id = api_key::key_id(id_or_key);
         let conn = connect(&self.inner.path, Db::Store, true).map_err(failed)?;
         let n = conn
             .execute(
@@ -717,21 +715,6 @@ pub struct DeadLetter {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256(data: &[u8]) -> Vec<u8> {
-    Sha256::digest(data).to_vec()
-}
-
-/// Splits `eye_<id>_<secret>`.
-fn parse_key(key: &str) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix("eye_")?;
-    let (id, secret) = rest.split_once('_')?;
-    (id.len() == 12 && secret.len() == 64).then_some((id, secret))
 }
 
 /// Starts writing back, without waiting, whatever the kernel holds dirty of the
@@ -1182,13 +1165,8 @@ impl Writer {
 
     fn enqueue(&mut self, body: &str, events: usize) -> Result<(), BackendError> {
         let events = events as u64;
-        let max_backlog = self.max_backlog.unwrap_or(u64::MAX);
-        if self.backlog + events > max_backlog {
-            return Err(BackendError::Busy(format!(
-                "the queue holds {} unprocessed events, its limit is {}",
-                self.backlog, max_backlog
-            )));
-        }
+        admit(self.backlog, events, self.max_backlog.unwrap_or(u64::MAX))
+            .map_err(|e| BackendError::Busy(e.to_string()))?;
         self.conn
             .prepare_cached("INSERT INTO queue (body, events, enqueued_at) VALUES (?1, ?2, ?3)")
             .and_then(|mut s| {
@@ -1290,7 +1268,19 @@ impl Writer {
                 .optional()
                 .map_err(failed)?;
             let Some(attempts) = attempts else { continue };
-            if attempts >= self.max_attempts {
+            let retry = RetryPolicy {
+                max_attempts: self.max_attempts,
+            };
+            if let Redelivery::RetryAfter(wait) = retry.after_failure(attempts) {
+                let wait = i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
+                let not_before = now.add_micros(wait).as_micros();
+                self.conn
+                    .execute(
+                        "UPDATE queue SET not_before = ?2 WHERE id = ?1",
+                        params![id, not_before],
+                    )
+                    .map_err(failed)?;
+            } else {
                 let n: i64 = self
                     .conn
                     .query_row(
@@ -1305,16 +1295,6 @@ impl Writer {
                     .map_err(failed)?;
                 done += n as u64;
                 tracing::error!(queue_id = id, attempts, error = %error, "queue message moved to the dead letters");
-            } else {
-                // Exponential backoff: 1 s, 2 s, 4 s… capped at 5 minutes.
-                let delay = 1_000_000i64 << attempts.saturating_sub(1).min(8);
-                let not_before = now.add_micros(delay.min(300_000_000)).as_micros();
-                self.conn
-                    .execute(
-                        "UPDATE queue SET not_before = ?2 WHERE id = ?1",
-                        params![id, not_before],
-                    )
-                    .map_err(failed)?;
             }
         }
         self.backlog = self.backlog.saturating_sub(done);
@@ -1683,9 +1663,10 @@ impl ErrorQuery for Sqlite {
 #[async_trait]
 impl KeyStore for Sqlite {
     async fn verify(&self, presented: &str) -> Result<Option<Principal>, BackendError> {
-        let Some((id, secret)) = parse_key(presented) else {
+        let Some(presented) = ApiKey::parse(presented) else {
             return Ok(None);
         };
+        let id = presented.id;
         let cached = lock(&self.inner.keys)
             .get(id)
             .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
@@ -1718,8 +1699,7 @@ impl KeyStore for Sqlite {
             }
         };
         Ok(key.and_then(|k| {
-            let matches: bool = sha256(secret.as_bytes()).ct_eq(&k.secret_hash).into();
-            (matches && !k.revoked).then_some(Principal {
+            (presented.matches(&k.secret_hash) && !k.revoked).then_some(Principal {
                 app: k.app,
                 scopes: k.scopes,
             })

@@ -1,11 +1,14 @@
 //! The pure domain: the event model, envelope parsing, validation and key
 //! encoding. Nothing here knows about HTTP, SQLite or AWS.
 
+pub mod admission;
+pub mod api_key;
 pub mod envelope;
 pub mod keys;
 pub mod message;
 pub mod model;
 pub mod process;
+pub mod redelivery;
 pub mod schema;
 pub mod time;
 
