@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use eye_shared::domain::range::FilterError;
 use eye_shared::domain::{ErrorCode, Timestamp};
 use eye_shared::ports::{ErrorFilter, ErrorQuery, EventFilter, EventQuery, Page, PageRequest};
 use serde::Serialize;
@@ -79,15 +80,14 @@ pub fn parse_time(flag: &str, value: Option<&String>) -> Result<Option<Timestamp
 }
 
 pub fn event_filter(args: &EventsArgs) -> Result<EventFilter> {
-    let filter = EventFilter {
-        category: args.category.clone(),
-        from: parse_time("from", args.from.as_ref())?,
-        to: parse_time("to", args.to.as_ref())?,
-    };
-    if filter.category.is_none() && filter.from.is_none() && filter.to.is_none() {
-        bail!("give --session, or --category and/or --from/--to");
+    let from = parse_time("from", args.from.as_ref())?;
+    let to = parse_time("to", args.to.as_ref())?;
+    match EventFilter::new(args.category.clone(), from, to) {
+        Err(FilterError::NoSelection) => {
+            bail!("give --session, or --category and/or --from/--to")
+        }
+        filter => Ok(filter?),
     }
-    Ok(filter)
 }
 
 pub fn error_filter(args: &ErrorsArgs) -> Result<ErrorFilter> {
@@ -97,11 +97,9 @@ pub fn error_filter(args: &ErrorsArgs) -> Result<ErrorFilter> {
         }
         None => None,
     };
-    Ok(ErrorFilter {
-        code,
-        from: parse_time("from", args.from.as_ref())?,
-        to: parse_time("to", args.to.as_ref())?,
-    })
+    let from = parse_time("from", args.from.as_ref())?;
+    let to = parse_time("to", args.to.as_ref())?;
+    Ok(ErrorFilter::new(code, from, to)?)
 }
 
 /// Prints every page as JSON lines, up to `limit` items.

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{ErrorCode, ErrorRecord, QueuedBatch, StoredEvent, Timestamp};
+use crate::domain::{ErrorRecord, QueuedBatch, StoredEvent};
 
 /// A backend failure. Every one is worth retrying later; `Busy` says the backend
 /// shed load on purpose (throttling, a full queue), so the caller should back off.
@@ -80,29 +80,17 @@ impl<T> Page<T> {
         let next = if more { items.last().map(key) } else { None };
         Page { items, next }
     }
+
+    /// The same page with each item mapped.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next: self.next,
+        }
+    }
 }
 
-/// Which events to list: a category, a time range of `timestamp`, or both.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventFilter {
-    /// Only this category.
-    pub category: Option<String>,
-    /// From this time, inclusive.
-    pub from: Option<Timestamp>,
-    /// Up to this time, exclusive.
-    pub to: Option<Timestamp>,
-}
-
-/// Which error records to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ErrorFilter {
-    /// Only this code.
-    pub code: Option<ErrorCode>,
-    /// Received from this time, inclusive.
-    pub from: Option<Timestamp>,
-    /// Received before this time, exclusive.
-    pub to: Option<Timestamp>,
-}
+pub use crate::domain::range::{ErrorFilter, EventFilter};
 
 /// Reads events for analysts.
 #[async_trait]

@@ -507,11 +507,22 @@ async fn error_records_by_code_and_time() {
     p.process(std::slice::from_ref(&msg)).await;
     let again = p.process(&[msg]).await;
     assert!(again.report.errors.is_empty(), "recorded once");
-    let all = e
+    // The time index is bucketed by day: without a code, `from` is needed,
+    // and its absence is a clear refusal, not a silent default.
+    let refused = e
         .store
         .find_errors(&ErrorFilter::default(), page(10))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(&refused, BackendError::Unsupported(m) if m.contains("needs `from`")),
+        "{refused:?}"
+    );
+    let since = ErrorFilter {
+        from: Some(Timestamp::now().add_micros(-86_400_000_000)),
+        ..Default::default()
+    };
+    let all = e.store.find_errors(&since, page(10)).await.unwrap();
     assert_eq!(all.items.len(), 2);
     let by_code = e
         .store

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::domain::keys::time_floor;
+use crate::domain::range::KeyRange;
 use crate::domain::{EncodedMessage, ErrorRecord, QueuedBatch, StoredEvent};
 use crate::ports::{
     BackendError, ErrorFilter, ErrorQuery, ErrorStore, EventFilter, EventQuery, EventQueue,
@@ -100,27 +100,15 @@ impl ErrorStore for Memory {
     }
 }
 
-fn page_of<T: Clone>(mut items: Vec<(String, T)>, page: &PageRequest) -> Page<T> {
+/// The page of `items` (key, item) in `range`, in key order.
+fn page_of<T: Clone>(mut items: Vec<(String, T)>, range: &KeyRange, limit: usize) -> Page<T> {
     items.sort_by(|a, b| a.0.cmp(&b.0));
     let fetched: Vec<(String, T)> = items
         .into_iter()
-        .filter(|(k, _)| page.after.as_ref().is_none_or(|after| k > after))
-        .take(page.limit + 1)
+        .filter(|(k, _)| range.contains(k))
+        .take(limit + 1)
         .collect();
-    let page = Page::from_fetched(fetched, page.limit, |(k, _)| k.clone());
-    Page {
-        items: page.items.into_iter().map(|(_, v)| v).collect(),
-        next: page.next,
-    }
-}
-
-fn in_range(
-    key: &str,
-    from: Option<crate::domain::Timestamp>,
-    to: Option<crate::domain::Timestamp>,
-) -> bool {
-    from.is_none_or(|f| key >= time_floor(f).as_str())
-        && to.is_none_or(|t| key < time_floor(t).as_str())
+    Page::from_fetched(fetched, limit, |(k, _)| k.clone()).map(|(_, v)| v)
 }
 
 #[async_trait]
@@ -135,7 +123,8 @@ impl EventQuery for Memory {
             .filter(|((s, _), _)| s == session_id)
             .map(|((_, k), e)| (k.clone(), e.clone()))
             .collect();
-        Ok(page_of(items, &page))
+        let range = KeyRange::new(page.after.as_deref(), None, None);
+        Ok(page_of(items, &range, page.limit))
     }
 
     async fn find_events(
@@ -147,9 +136,9 @@ impl EventQuery for Memory {
             .values()
             .filter(|e| filter.category.as_ref().is_none_or(|c| &e.category == c))
             .map(|e| (e.time_key(), e.clone()))
-            .filter(|(k, _)| in_range(k, filter.from, filter.to))
             .collect();
-        Ok(page_of(items, &page))
+        let range = KeyRange::new(page.after.as_deref(), filter.from, filter.to);
+        Ok(page_of(items, &range, page.limit))
     }
 }
 
@@ -164,9 +153,9 @@ impl ErrorQuery for Memory {
             .values()
             .filter(|r| filter.code.is_none_or(|c| r.code == c))
             .map(|r| (r.time_key(), r.clone()))
-            .filter(|(k, _)| in_range(k, filter.from, filter.to))
             .collect();
-        Ok(page_of(items, &page))
+        let range = KeyRange::new(page.after.as_deref(), filter.from, filter.to);
+        Ok(page_of(items, &range, page.limit))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod message;
 pub mod model;
 pub mod process;
+pub mod range;
 pub mod redelivery;
 pub mod schema;
 pub mod time;

@@ -5,9 +5,10 @@ use std::borrow::Cow;
 use http::StatusCode;
 
 use super::ApiError;
+use crate::domain::range::{ErrorFilter, EventFilter, FilterError};
 use crate::domain::time::TIMESTAMP_FORMS;
 use crate::domain::{ErrorCode, Timestamp};
-use crate::ports::{ErrorFilter, EventFilter, PageRequest};
+use crate::ports::PageRequest;
 
 /// Default page size.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -61,34 +62,13 @@ impl<'a> Params<'a> {
             .transpose()
     }
 
-    fn range(&self) -> Result<(Option<Timestamp>, Option<Timestamp>), ApiError> {
-        let (from, to) = (self.time("from")?, self.time("to")?);
-        if let (Some(f), Some(t)) = (from, to) {
-            if f >= t {
-                return Err(invalid(format!(
-                    "`from` ({f}) must be before `to` ({t}); `from` is inclusive and `to` exclusive"
-                )));
-            }
-        }
-        Ok((from, to))
-    }
-
     pub fn event_filter(&self) -> Result<EventFilter, ApiError> {
-        let (from, to) = self.range()?;
-        let category = self.get("category").map(str::to_owned);
-        if category.as_deref() == Some("") {
-            return Err(invalid("`category` is empty; give a category name".into()));
-        }
-        if category.is_none() && from.is_none() && to.is_none() {
-            return Err(invalid(
-                "give `category`, a time range (`from`, `to`), or both; for one session use /v1/sessions/{session_id}/events".into(),
-            ));
-        }
-        Ok(EventFilter { category, from, to })
+        let (from, to) = (self.time("from")?, self.time("to")?);
+        EventFilter::new(self.get("category").map(str::to_owned), from, to).map_err(filter_error)
     }
 
     pub fn error_filter(&self) -> Result<ErrorFilter, ApiError> {
-        let (from, to) = self.range()?;
+        let (from, to) = (self.time("from")?, self.time("to")?);
         let code = self
             .get("code")
             .map(|c| {
@@ -101,7 +81,7 @@ impl<'a> Params<'a> {
                 })
             })
             .transpose()?;
-        Ok(ErrorFilter { code, from, to })
+        ErrorFilter::new(code, from, to).map_err(filter_error)
     }
 
     /// The page size and the cursor's key; `kind` ties a cursor to the query
@@ -124,6 +104,14 @@ impl<'a> Params<'a> {
             .transpose()?;
         Ok(PageRequest { limit, after })
     }
+}
+
+fn filter_error(e: FilterError) -> ApiError {
+    let hint = match e {
+        FilterError::NoSelection => "; for one session use /v1/sessions/{session_id}/events",
+        _ => "",
+    };
+    invalid(format!("{e}{hint}"))
 }
 
 /// Makes an opaque cursor: hex of `kind` and the key.

@@ -20,7 +20,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{CallCounts, Counters, classify};
-use crate::domain::keys::{Seq, time_floor};
+use crate::domain::keys::Seq;
+use crate::domain::range::{FilterError, KeyRange};
 use crate::domain::{ErrorCode, ErrorRecord, StoredEvent, Timestamp};
 use crate::ports::{
     BackendError, ErrorFilter, ErrorQuery, ErrorStore, EventFilter, EventQuery, EventStore, Page,
@@ -202,36 +203,14 @@ impl DynamoStore {
     }
 }
 
-/// The sort-key range after a cursor and within `[from, to)`, for `BETWEEN`.
-fn sort_range(
-    after: Option<&str>,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
-) -> (String, String) {
-    let floor = from.map(time_floor).unwrap_or_else(|| "0".into());
-    // Keys have a fixed width, so every key greater than `after` is greater
-    // than `after` followed by any character: BETWEEN becomes exclusive.
-    let lo = match after {
-        Some(after) if after >= floor.as_str() => format!("{after}!"),
-        _ => floor,
-    };
-    // The floor of `to` sorts before every key at `to` and after every earlier
-    // one, so BETWEEN stays exclusive of `to`.
-    let hi = to.map(time_floor).unwrap_or_else(|| "~".into());
-    (lo, hi)
+/// A query's key range, or `None` when no key can be in it (a cursor past
+/// `to`), which DynamoDB would refuse as a `BETWEEN` with lower > upper.
+fn non_empty(range: KeyRange) -> Option<KeyRange> {
+    (!range.is_empty()).then_some(range)
 }
 
-/// The UTC days from `from` to the day before `to` (or tomorrow), as bucket names.
-fn days(from: Timestamp, to: Option<Timestamp>) -> Vec<String> {
-    const DAY: i64 = 86_400_000_000;
-    let last = to.map_or_else(|| Timestamp::now().add_micros(DAY), |t| t.add_micros(-1));
-    let mut out = Vec::new();
-    let mut day = from.start_of_day();
-    while day <= last {
-        out.push(day.day());
-        day = day.add_micros(DAY);
-    }
-    out
+fn unsupported(e: FilterError) -> BackendError {
+    BackendError::Unsupported(e.to_string())
 }
 
 fn s<'a>(item: &'a Item, name: &str) -> &'a str {
@@ -468,7 +447,14 @@ impl EventQuery for DynamoStore {
         session_id: &str,
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
-        let (lo, hi) = sort_range(page.after.as_deref(), None, None);
+        let Some(range) = non_empty(KeyRange::new(page.after.as_deref(), None, None)) else {
+            return Ok(Page::from_fetched(
+                Vec::new(),
+                page.limit,
+                |e: &StoredEvent| e.session_key(),
+            ));
+        };
+        let (lo, hi) = range.inclusive();
         let items = self
             .query_partition(
                 &self.config.events_table,
@@ -486,11 +472,19 @@ impl EventQuery for DynamoStore {
         filter: &EventFilter,
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
-        let (lo, hi) = sort_range(page.after.as_deref(), filter.from, filter.to);
+        let Some(range) = non_empty(KeyRange::new(page.after.as_deref(), filter.from, filter.to))
+        else {
+            return Ok(Page::from_fetched(
+                Vec::new(),
+                page.limit,
+                StoredEvent::time_key,
+            ));
+        };
+        let (lo, hi) = range.inclusive();
         let want = page.limit + 1;
         let table = &self.config.events_table;
-        let items = match (&filter.category, filter.from) {
-            (Some(category), _) => {
+        let items = match &filter.category {
+            Some(category) => {
                 self.fan_out(
                     table,
                     "by_category",
@@ -501,26 +495,12 @@ impl EventQuery for DynamoStore {
                 )
                 .await?
             }
-            (None, Some(from)) => {
-                let start = lo
-                    .get(..27)
-                    .and_then(|t| Timestamp::parse(t).ok())
-                    .unwrap_or(from)
-                    .max(from);
-                self.fan_out(
-                    table,
-                    "by_time",
-                    "day_pk",
-                    &days(start, filter.to),
-                    (&lo, &hi),
-                    want,
-                )
-                .await?
-            }
-            (None, None) => {
-                return Err(BackendError::Unsupported(
-                    "with the AWS backend a time-range query needs `from` (the time index is bucketed by day), or a `category`".into(),
-                ));
+            None => {
+                let days = range
+                    .days(filter.from, filter.to, Timestamp::now())
+                    .map_err(unsupported)?;
+                self.fan_out(table, "by_time", "day_pk", &days, (&lo, &hi), want)
+                    .await?
             }
         };
         page_of(items, page.limit, "t", event_from_item)
@@ -534,7 +514,15 @@ impl ErrorQuery for DynamoStore {
         filter: &ErrorFilter,
         page: PageRequest,
     ) -> Result<Page<ErrorRecord>, BackendError> {
-        let (lo, hi) = sort_range(page.after.as_deref(), filter.from, filter.to);
+        let Some(range) = non_empty(KeyRange::new(page.after.as_deref(), filter.from, filter.to))
+        else {
+            return Ok(Page::from_fetched(
+                Vec::new(),
+                page.limit,
+                ErrorRecord::time_key,
+            ));
+        };
+        let (lo, hi) = range.inclusive();
         let want = page.limit + 1;
         let table = &self.config.errors_table;
         let items = match filter.code {
@@ -550,25 +538,11 @@ impl ErrorQuery for DynamoStore {
                 .await?
             }
             None => {
-                // Without `from`, start at the retention horizon (or 30 days back).
-                let horizon = i64::from(self.config.retention_days.unwrap_or(30)) * 86_400_000_000;
-                let from = filter
-                    .from
-                    .unwrap_or_else(|| Timestamp::now().add_micros(-horizon));
-                let start = lo
-                    .get(..27)
-                    .and_then(|t| Timestamp::parse(t).ok())
-                    .unwrap_or(from)
-                    .max(from);
-                self.fan_out(
-                    table,
-                    "by_time",
-                    "day_pk",
-                    &days(start, filter.to),
-                    (&lo, &hi),
-                    want,
-                )
-                .await?
+                let days = range
+                    .days(filter.from, filter.to, Timestamp::now())
+                    .map_err(unsupported)?;
+                self.fan_out(table, "by_time", "day_pk", &days, (&lo, &hi), want)
+                    .await?
             }
         };
         page_of(items, page.limit, "t", error_from_item)
@@ -607,29 +581,5 @@ mod tests {
         assert_eq!(write_units(&item), 6, "2 KB in each of three copies");
         let n: Item = [("n".to_owned(), AttributeValue::N("12345".into()))].into();
         assert_eq!(item_size(&n), 1 + 4);
-    }
-
-    #[test]
-    fn sort_ranges_are_exclusive_where_they_must_be() {
-        let t = Timestamp::parse("2021-01-01T00:00:00Z").unwrap();
-        let key = crate::domain::ts_seq(t, Seq(5));
-        let (lo, hi) = sort_range(Some(&key), None, None);
-        assert!(key < lo && lo < crate::domain::ts_seq(t, Seq(6)));
-        assert_eq!(hi, "~");
-        let (lo, hi) = sort_range(None, Some(t), Some(t.add_micros(1)));
-        assert!(lo <= key && key <= hi);
-        assert!(crate::domain::ts_seq(t.add_micros(1), Seq(0)) > hi);
-    }
-
-    #[test]
-    fn day_buckets_cover_the_range() {
-        let from = Timestamp::parse("2021-01-01T23:00:00Z").unwrap();
-        let to = Timestamp::parse("2021-01-03T00:00:00Z").unwrap();
-        assert_eq!(days(from, Some(to)), ["2021-01-01", "2021-01-02"]);
-        let to = Timestamp::parse("2021-01-03T00:00:00.000001Z").unwrap();
-        assert_eq!(
-            days(from, Some(to)),
-            ["2021-01-01", "2021-01-02", "2021-01-03"]
-        );
     }
 }

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::schema::{Db, connect_reader};
 use super::session_index::watermarks;
 use super::{Sqlite, failed, lock};
-use crate::domain::keys::time_floor;
+use crate::domain::range::KeyRange;
 use crate::domain::{ErrorCode, ErrorRecord, StoredEvent, Timestamp};
 use crate::ports::{
     BackendError, ErrorFilter, ErrorQuery, EventFilter, EventQuery, Page, PageRequest,
@@ -92,14 +92,6 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredEvent, Strin
     ))
 }
 
-/// Bounds of a time range as `t` keys.
-fn bounds(from: Option<Timestamp>, to: Option<Timestamp>) -> (String, String) {
-    (
-        from.map(time_floor).unwrap_or_default(),
-        to.map(time_floor).unwrap_or_else(|| "~".into()),
-    )
-}
-
 #[async_trait]
 impl EventQuery for Sqlite {
     async fn session_events(
@@ -110,7 +102,8 @@ impl EventQuery for Sqlite {
         let session_id = session_id.to_owned();
         let inner = Arc::clone(&self.inner);
         self.read(move |conn| {
-            let after = page.after.unwrap_or_default();
+            let range = KeyRange::new(page.after.as_deref(), None, None);
+            let after = range.after();
             let limit = page.limit + 1;
             // One snapshot for the watermark and both halves.
             let tx = conn.unchecked_transaction()?;
@@ -131,7 +124,7 @@ impl EventQuery for Sqlite {
                 let row = by_id
                     .query_row(params![id, session_id], event_from_row)
                     .optional()?;
-                rows.extend(row.filter(|(_, key, _)| key.as_str() > after.as_str()));
+                rows.extend(row.filter(|(_, key, _)| range.contains(key)));
             }
             drop(by_id);
             if let Some(scan_after) = answer.scan_after {
@@ -151,10 +144,7 @@ impl EventQuery for Sqlite {
             rows.sort_by(|a, b| a.1.cmp(&b.1));
             rows.truncate(limit);
             let page = Page::from_fetched(rows, page.limit, |(_, session_key, _)| session_key.clone());
-            Ok(Page {
-                items: page.items.into_iter().map(|(e, _, _)| e).collect(),
-                next: page.next,
-            })
+            Ok(page.map(|(e, _, _)| e))
         })
         .await
     }
@@ -166,15 +156,9 @@ impl EventQuery for Sqlite {
     ) -> Result<Page<StoredEvent>, BackendError> {
         let filter = filter.clone();
         self.read(move |conn| {
-            let (lo, hi) = bounds(filter.from, filter.to);
-            let lo = match page.after {
-                Some(after) if after >= lo => after,
-                _ => lo,
-            };
+            let range = KeyRange::new(page.after.as_deref(), filter.from, filter.to);
+            let (lo, hi) = (range.after(), range.before());
             let limit = page.limit as i64 + 1;
-            // `t > lo` misses an event whose key equals the floor exactly; the
-            // floor ends with '#' and every key has 32 hex digits after it, so
-            // no key equals it.
             let rows = match &filter.category {
                 Some(category) => {
                     let mut stmt = conn.prepare_cached(&format!(
@@ -191,11 +175,7 @@ impl EventQuery for Sqlite {
                         .collect::<rusqlite::Result<Vec<_>>>()?
                 }
             };
-            let page = Page::from_fetched(rows, page.limit, |(_, _, t)| t.clone());
-            Ok(Page {
-                items: page.items.into_iter().map(|(e, _, _)| e).collect(),
-                next: page.next,
-            })
+            Ok(Page::from_fetched(rows, page.limit, |(_, _, t)| t.clone()).map(|(e, _, _)| e))
         })
         .await
     }
@@ -233,11 +213,8 @@ impl ErrorQuery for Sqlite {
     ) -> Result<Page<ErrorRecord>, BackendError> {
         let filter = filter.clone();
         self.read(move |conn| {
-            let (lo, hi) = bounds(filter.from, filter.to);
-            let lo = match page.after {
-                Some(after) if after >= lo => after,
-                _ => lo,
-            };
+            let range = KeyRange::new(page.after.as_deref(), filter.from, filter.to);
+            let (lo, hi) = (range.after(), range.before());
             let code = filter.code.map(|c| c.as_str());
             let mut stmt = conn.prepare_cached(
                 "SELECT error_id, code, message, field, app, received_at, event_id, event, t FROM errors
@@ -246,11 +223,7 @@ impl ErrorQuery for Sqlite {
             let rows = stmt
                 .query_map(params![code, lo, hi, page.limit as i64 + 1], error_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let page = Page::from_fetched(rows, page.limit, |(_, t)| t.clone());
-            Ok(Page {
-                items: page.items.into_iter().map(|(r, _)| r).collect(),
-                next: page.next,
-            })
+            Ok(Page::from_fetched(rows, page.limit, |(_, t)| t.clone()).map(|(r, _)| r))
         })
         .await
     }
