@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -16,11 +15,11 @@ use clap::Args;
 use clap::builder::FalseyValueParser;
 use eye_shared::adapters::aws::sqs::{SqsPoller, SqsQueue};
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
+use eye_shared::app::consume::Consumer;
+use eye_shared::app::process::Processor;
 use eye_shared::config;
 use eye_shared::domain::{Rules, SchemaRegistry};
 use eye_shared::http::{Api, ApiKeyAuth, json_response};
-use eye_shared::processor::Processor;
-use eye_shared::worker::Worker;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::LengthLimitError;
 use serde_json::json;
@@ -93,6 +92,10 @@ impl ProcessingArgs {
     }
 }
 
+/// Queue messages (requests) the embedded consumer takes per batch; it takes
+/// at most `RECEIVE_MAX_EVENTS` events whatever this allows.
+const CONSUMER_BATCH: usize = 1000;
+
 pub async fn run(args: ServeArgs) -> Result<()> {
     let db = Sqlite::open(SqliteConfig {
         fsync_every_commit: !args.no_fsync,
@@ -122,7 +125,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(work(db, processor, stop_rx)),
+                    Ok(runtime) => runtime.block_on(
+                        Consumer::new(Arc::new(db), processor, CONSUMER_BATCH).run(stop_rx),
+                    ),
                     Err(e) => tracing::error!(error = %e, "the worker could not start"),
                 }
             });
@@ -185,26 +190,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let _ = stop_tx.send(true);
     worker.await?;
     Ok(())
-}
-
-/// Runs the worker until `stop` turns true.
-pub async fn work(db: Sqlite, processor: Processor, mut stop: watch::Receiver<bool>) {
-    let worker = Worker::new(Arc::new(db.clone()), processor, 1000);
-    while !*stop.borrow() {
-        match worker.run_once().await {
-            Ok(Some(report)) => tracing::debug!(?report, "batch processed"),
-            Ok(None) => {
-                tokio::select! {
-                    _ = db.wait_for_work(Duration::from_millis(250)) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the worker cannot reach the queue; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
 }
 
 struct ServerState {

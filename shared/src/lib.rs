@@ -1,11 +1,11 @@
 //! The Eye's core library: the pure [`domain`], the [`ports`] it needs, the
-//! [`adapters`] that implement them, the use cases ([`processor`]) and the one
+//! use cases in [`app`], the [`adapters`] that implement the ports, and the one
 //! HTTP handler ([`http`]) that both the local server and the Lambda run.
+//! Every default is in [`config`].
 
 pub mod adapters;
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod ports;
-pub mod processor;
-pub mod worker;

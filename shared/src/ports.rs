@@ -199,4 +199,10 @@ pub trait QueueSource: Send + Sync {
         processed: Vec<String>,
         failed: Vec<(String, String)>,
     ) -> Result<(), BackendError>;
+
+    /// Waits until something may be due, or `timeout` passes. A queue that
+    /// can tell when a message arrives returns early.
+    async fn wait_for_work(&self, timeout: std::time::Duration) {
+        tokio::time::sleep(timeout).await;
+    }
 }

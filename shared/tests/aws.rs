@@ -19,12 +19,12 @@ use eye_shared::adapters::aws::sqs::{
     redrive_dead_letters,
 };
 use eye_shared::adapters::aws::{CallCounts, DynamoClient, SdkConfig, SqsClient, sdk_config};
+use eye_shared::app::process::Processor;
 use eye_shared::domain::{
     ErrorCode, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, StoredEvent,
     Timestamp,
 };
 use eye_shared::ports::*;
-use eye_shared::processor::Processor;
 use serde_json::value::RawValue;
 
 fn moto_url() -> String {

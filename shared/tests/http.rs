@@ -6,10 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use eye_shared::adapters::memory::Memory;
+use eye_shared::app::process::Processor;
 use eye_shared::domain::{QueuedBatch, Rules, SchemaRegistry};
 use eye_shared::http::{Api, ApiKeyAuth};
 use eye_shared::ports::{BackendError, EventQueue, Principal, QueueMessage, Scope};
-use eye_shared::processor::Processor;
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
 

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eye_shared::adapters::memory::Memory;
+use eye_shared::app::process::Processor;
 use eye_shared::domain::{
     MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, StoredEvent, Timestamp,
 };
 use eye_shared::ports::{BackendError, EventStore, PutOutcome, QueueMessage};
-use eye_shared::processor::Processor;
 use serde_json::value::RawValue;
 
 fn message(id: &str, app: &str, events: &[(&str, &str)]) -> QueueMessage {

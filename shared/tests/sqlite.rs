@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
+use eye_shared::app::consume::Consumer;
+use eye_shared::app::process::Processor;
 use eye_shared::domain::{
     ErrorCode, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, Timestamp,
 };
 use eye_shared::ports::*;
-use eye_shared::processor::Processor;
-use eye_shared::worker::Worker;
 use serde_json::value::RawValue;
 use tempfile::TempDir;
 
@@ -64,7 +64,7 @@ fn processor(store: Arc<dyn EventStore>, errors: Arc<dyn ErrorStore>) -> Process
 }
 
 async fn drain(db: &Sqlite) {
-    let worker = Worker::new(
+    let worker = Consumer::new(
         Arc::new(db.clone()),
         processor(Arc::new(db.clone()), Arc::new(db.clone())),
         100,
@@ -368,7 +368,7 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
         inner: db.clone(),
         failures_left: AtomicUsize::new(2),
     });
-    let worker = Worker::new(
+    let worker = Consumer::new(
         Arc::new(db.clone()),
         processor(flaky.clone(), Arc::new(db.clone())),
         10,
@@ -491,7 +491,7 @@ fn the_queue_lives_in_its_own_file_beside_the_store() {
 async fn wal_files_stay_bounded_under_continuous_writes() {
     let dir = TempDir::new().unwrap();
     let db = open(&dir);
-    let worker = Worker::new(
+    let worker = Consumer::new(
         Arc::new(db.clone()),
         processor(Arc::new(db.clone()), Arc::new(db.clone())),
         100,

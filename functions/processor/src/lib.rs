@@ -3,8 +3,8 @@
 
 use eye_shared::adapters::aws::sqs::process_sqs_event;
 use eye_shared::adapters::aws::{SqsBatchResponse, SqsEvent};
+use eye_shared::app::process::Processor;
 use eye_shared::domain::Timestamp;
-use eye_shared::processor::Processor;
 
 /// Processes one batch and prints its metrics (EMF) to stdout, where the Lambda
 /// runtime sends them to CloudWatch.

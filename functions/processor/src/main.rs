@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use eye_shared::adapters::aws::dynamodb::{DynamoConfig, DynamoStore};
 use eye_shared::adapters::aws::{DynamoClient, SqsEvent, sdk_config};
+use eye_shared::app::process::Processor;
 use eye_shared::config::{self, flag_from_env, number_from_env, text_from_env};
 use eye_shared::domain::{Rules, SchemaRegistry};
-use eye_shared::processor::Processor;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]

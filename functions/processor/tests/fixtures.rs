@@ -5,9 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use eye_shared::adapters::aws::SqsEvent;
 use eye_shared::adapters::memory::Memory;
+use eye_shared::app::process::Processor;
 use eye_shared::domain::{Rules, SchemaRegistry, StoredEvent};
 use eye_shared::ports::{BackendError, EventStore, PutOutcome};
-use eye_shared::processor::Processor;
 
 fn batch() -> SqsEvent {
     let path = format!("{}/../../events/sqs-batch.json", env!("CARGO_MANIFEST_DIR"));

@@ -58,6 +58,22 @@ pub enum MessageError {
 }
 
 impl<'a> QueuedBatch<'a> {
+    /// A message of the current format.
+    pub fn new(
+        app: &'a str,
+        received_at: Timestamp,
+        sent_at: Option<Timestamp>,
+        events: Vec<QueuedEvent<'a>>,
+    ) -> Self {
+        QueuedBatch {
+            v: MESSAGE_VERSION,
+            app: Cow::Borrowed(app),
+            received_at,
+            sent_at,
+            events,
+        }
+    }
+
     /// Reads a message body.
     pub fn decode(body: &'a str) -> Result<Self, MessageError> {
         let batch: QueuedBatch<'a> = serde_json::from_str(body)?;

@@ -16,11 +16,8 @@ use serde_json::json;
 
 pub use auth::{ApiKeyAuth, Authenticator, GatewayAuth, GatewayIdentity};
 
-use crate::domain::keys::generated_event_id;
-use crate::domain::{
-    EnvelopeError, FieldError, Limits, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Timestamp,
-    parse_body,
-};
+use crate::app::ingest::{Ingest, IngestError};
+use crate::domain::{EnvelopeError, FieldError, Limits};
 use crate::ports::{BackendError, ErrorQuery, EventQuery, EventQueue, Principal, Scope};
 
 /// The landing page.
@@ -39,12 +36,10 @@ pub trait StatusSource: Send + Sync {
 #[derive(Clone)]
 pub struct Api {
     auth: Arc<dyn Authenticator>,
-    queue: Arc<dyn EventQueue>,
+    ingest: Ingest,
     events: Option<Arc<dyn EventQuery>>,
     errors: Option<Arc<dyn ErrorQuery>>,
     status: Option<Arc<dyn StatusSource>>,
-    limits: Limits,
-    enqueue_timeout: Duration,
     retry_after_secs: u32,
 }
 
@@ -53,12 +48,10 @@ impl Api {
     pub fn new(auth: Arc<dyn Authenticator>, queue: Arc<dyn EventQueue>) -> Self {
         Self {
             auth,
-            queue,
+            ingest: Ingest::new(queue),
             events: None,
             errors: None,
             status: None,
-            limits: Limits::default(),
-            enqueue_timeout: crate::config::ENQUEUE_TIMEOUT,
             retry_after_secs: crate::config::RETRY_AFTER_SECS,
         }
     }
@@ -82,19 +75,19 @@ impl Api {
 
     /// Sets the request limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.ingest = self.ingest.with_limits(limits);
         self
     }
 
     /// How long ingest waits for the queue before answering 503.
     pub fn with_enqueue_timeout(mut self, timeout: Duration) -> Self {
-        self.enqueue_timeout = timeout;
+        self.ingest = self.ingest.with_timeout(timeout);
         self
     }
 
     /// The request limits in force.
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.ingest.limits()
     }
 
     /// Answers a request whose body was not read because it is over
@@ -114,7 +107,7 @@ impl Api {
             "payload_too_large",
             format!(
                 "the request body is over {} bytes, the limit; split the events over several requests",
-                self.limits.max_body_bytes
+                self.limits().max_body_bytes
             ),
         )
         .into_response()
@@ -194,44 +187,15 @@ impl Api {
     ) -> Result<Response<Bytes>, ApiError> {
         let principal = self.authorize(parts, Scope::Ingest).await?;
         check_content_type(parts)?;
-        let envelope = parse_body(&body, &self.limits).map_err(envelope_error)?;
-
-        let received_at = Timestamp::now();
-        let event_ids: Vec<String> = envelope
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| match &e.event_id {
-                Some(id) => id.to_string(),
-                None => generated_event_id(&principal.app, i, e.raw.get()),
-            })
-            .collect();
-        let batch = QueuedBatch {
-            v: MESSAGE_VERSION,
-            app: principal.app.as_str().into(),
-            received_at,
-            sent_at: envelope.sent_at,
-            events: envelope
-                .events
-                .iter()
-                .zip(&event_ids)
-                .map(|(e, id)| QueuedEvent {
-                    event_id: id.as_str().into(),
-                    event: e.raw,
-                })
-                .collect(),
-        };
-        match tokio::time::timeout(self.enqueue_timeout, self.queue.enqueue(&batch)).await {
-            Ok(Ok(())) => Ok(json_response(
+        match self.ingest.accept(&principal.app, &body).await {
+            Ok(accepted) => Ok(json_response(
                 StatusCode::ACCEPTED,
-                &json!({"accepted": event_ids.len(), "event_ids": event_ids}),
+                &json!({"accepted": accepted.event_ids.len(), "event_ids": accepted.event_ids}),
             )),
-            Ok(Err(e)) => Err(unavailable("the queue", &e, self.retry_after_secs)),
-            Err(_) => Err(unavailable(
-                "the queue",
-                &BackendError::Busy(format!("no answer within {:?}", self.enqueue_timeout)),
-                self.retry_after_secs,
-            )),
+            Err(IngestError::Invalid(e)) => Err(envelope_error(e)),
+            Err(IngestError::Unavailable(e)) => {
+                Err(unavailable("the queue", &e, self.retry_after_secs))
+            }
         }
     }
 

@@ -12,9 +12,9 @@ use aws_sdk_sqs::types::{
 };
 
 use super::{CallCounts, Counters, classify};
+use crate::app::process::{BatchReport, Processor};
 use crate::domain::QueuedBatch;
 use crate::ports::{BackendError, EventQueue, QueueMessage};
-use crate::processor::{BatchReport, Processor};
 
 /// Largest message body The Eye sends: under 256 KiB, the classic SQS limit
 /// that emulators still enforce, with room for the batch call's framing.

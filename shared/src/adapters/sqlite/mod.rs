@@ -213,11 +213,6 @@ impl Sqlite {
             .session_scans
             .load(std::sync::atomic::Ordering::Relaxed)
     }
-
-    /// Waits until something is enqueued, or `timeout` passes.
-    pub async fn wait_for_work(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.inner.enqueued.notified()).await;
-    }
 }
 
 /// Starts a named thread.

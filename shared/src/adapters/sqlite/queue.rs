@@ -306,6 +306,10 @@ impl QueueSource for Sqlite {
         })
         .await?
     }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.enqueued.notified()).await;
+    }
 }
 
 /// Up to `max_messages` due messages, oldest first, stopping before

@@ -1,4 +1,4 @@
-//! The processor use case: judge queued events, store the valid ones, record the
+//! The process use case: judge queued events, store the valid ones, record the
 //! invalid ones, and say which messages must be retried.
 //!
 //! The Lambda (SQS batches) and the embedded worker (SQLite queue) both call

@@ -1,0 +1,97 @@
+//! The ingest use case: check a request's envelope, give each event its final
+//! id, and queue the events durably within a deadline. Only then may the
+//! caller answer 202 (or 200).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config;
+use crate::domain::keys::generated_event_id;
+use crate::domain::{EnvelopeError, Limits, QueuedBatch, QueuedEvent, Timestamp, parse_body};
+use crate::ports::{BackendError, EventQueue};
+
+/// What an accepted request became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Each event's id, in the request's order: the client's, or the one made here.
+    pub event_ids: Vec<String>,
+}
+
+/// Why a request was not accepted. Nothing of it was queued.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The request is not a valid envelope.
+    #[error(transparent)]
+    Invalid(#[from] EnvelopeError),
+    /// The queue did not take it (busy, failed, or no answer in time).
+    #[error("the queue: {0}")]
+    Unavailable(BackendError),
+}
+
+/// Accepts requests of events into a queue.
+#[derive(Clone)]
+pub struct Ingest {
+    queue: Arc<dyn EventQueue>,
+    limits: Limits,
+    timeout: Duration,
+}
+
+impl Ingest {
+    /// Ingest into `queue`, with the default limits and deadline.
+    pub fn new(queue: Arc<dyn EventQueue>) -> Self {
+        Self {
+            queue,
+            limits: Limits::default(),
+            timeout: config::ENQUEUE_TIMEOUT,
+        }
+    }
+
+    /// Sets the request limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets how long to wait for the queue.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The request limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Checks `body` and queues its events for `app`, all or nothing.
+    pub async fn accept(&self, app: &str, body: &[u8]) -> Result<Accepted, IngestError> {
+        let envelope = parse_body(body, &self.limits)?;
+        let event_ids: Vec<String> = envelope
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match &e.event_id {
+                Some(id) => id.to_string(),
+                None => generated_event_id(app, i, e.raw.get()),
+            })
+            .collect();
+        let events = envelope
+            .events
+            .iter()
+            .zip(&event_ids)
+            .map(|(e, id)| QueuedEvent {
+                event_id: id.as_str().into(),
+                event: e.raw,
+            })
+            .collect();
+        let batch = QueuedBatch::new(app, Timestamp::now(), envelope.sent_at, events);
+        match tokio::time::timeout(self.timeout, self.queue.enqueue(&batch)).await {
+            Ok(Ok(())) => Ok(Accepted { event_ids }),
+            Ok(Err(e)) => Err(IngestError::Unavailable(e)),
+            Err(_) => Err(IngestError::Unavailable(BackendError::Busy(format!(
+                "no answer within {:?}",
+                self.timeout
+            )))),
+        }
+    }
+}
