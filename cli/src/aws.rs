@@ -12,8 +12,8 @@ use eye_shared::adapters::aws::sqs::{SqsPoller, process_sqs_event};
 use eye_shared::adapters::aws::{CallCounts, DynamoClient, SdkConfig, SqsClient, sdk_config};
 use eye_shared::app::process::Processor;
 use eye_shared::config;
-use eye_shared::http::StatusSource;
 use eye_shared::ports::BackendError;
+use eye_shared::ports::StatusSource;
 use tokio::sync::watch;
 
 /// Where the AWS resources are.

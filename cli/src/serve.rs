@@ -15,14 +15,13 @@ use clap::Args;
 use clap::builder::FalseyValueParser;
 use eye_shared::adapters::aws::sqs::{SqsPoller, SqsQueue};
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
+use eye_shared::api::{Api, ApiError, ApiKeyAuth};
 use eye_shared::app::consume::Consumer;
 use eye_shared::app::process::Processor;
 use eye_shared::config;
 use eye_shared::domain::{Rules, SchemaRegistry};
-use eye_shared::http::{Api, ApiKeyAuth, json_response};
-use http::{HeaderValue, StatusCode, header};
+use http::{StatusCode, header};
 use http_body_util::LengthLimitError;
-use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
 use crate::{Backend, BackendArgs, DbArg};
@@ -208,13 +207,15 @@ pub fn router(api: Api, max_in_flight: usize) -> Router {
 
 async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response {
     let Ok(_permit) = state.in_flight.try_acquire() else {
-        let mut r = json_response(
+        let retry = config::RETRY_AFTER_SECS;
+        return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"error": {"code": "unavailable", "message": "the server is at its limit of requests in flight; retry after 1s", "details": []}}),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(1));
-        return r.map(Body::from);
+            "unavailable",
+            format!("the server is at its limit of requests in flight; retry after {retry}s"),
+        )
+        .with_retry_after(retry)
+        .into_response()
+        .map(Body::from);
     };
     let max = state.api.limits().max_body_bytes;
     let (parts, body) = req.into_parts();
@@ -243,11 +244,13 @@ async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response
                     .await
                     .map(Body::from);
             }
-            let r = json_response(
+            return ApiError::new(
                 StatusCode::BAD_REQUEST,
-                &json!({"error": {"code": "malformed_json", "message": format!("the request body could not be read: {e}"), "details": []}}),
-            );
-            return r.map(Body::from);
+                "malformed_json",
+                format!("the request body could not be read: {e}"),
+            )
+            .into_response()
+            .map(Body::from);
         }
     };
     state

@@ -174,6 +174,13 @@ pub trait KeyStore: Send + Sync {
     async fn verify(&self, presented: &str) -> Result<Option<Principal>, BackendError>;
 }
 
+/// Reports backend status for `GET /health` (queue depth, dead letters…).
+#[async_trait]
+pub trait StatusSource: Send + Sync {
+    /// A JSON object merged into the health answer.
+    async fn status(&self) -> Result<serde_json::Value, BackendError>;
+}
+
 /// A message taken off a pull queue (the embedded queue; SQS reaches the
 /// processor through the Lambda event shape instead).
 #[derive(Debug, Clone, PartialEq, Eq)]

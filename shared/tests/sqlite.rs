@@ -386,7 +386,7 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
     assert_eq!(report.failed_messages, 1);
     // Backed off: not due again at once.
     assert!(worker.run_once().await.unwrap().is_none());
-    let depth = eye_shared::http::StatusSource::status(&db).await.unwrap();
+    let depth = eye_shared::ports::StatusSource::status(&db).await.unwrap();
     assert_eq!(depth["queue_depth"], 1);
 
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -396,7 +396,7 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
     assert_eq!(dead.len(), 1, "second failure reaches max_attempts");
     assert_eq!(dead[0].attempts, 2);
     assert!(dead[0].last_error.contains("throttled"));
-    let status = eye_shared::http::StatusSource::status(&db).await.unwrap();
+    let status = eye_shared::ports::StatusSource::status(&db).await.unwrap();
     assert_eq!(
         (
             status["queue_depth"].as_i64(),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use eye_shared::http::{Api, GatewayIdentity};
+use eye_shared::api::{Api, GatewayIdentity};
 use eye_shared::ports::{Principal, Scope};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};

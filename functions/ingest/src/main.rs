@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use eye_shared::adapters::aws::{SqsClient, sdk_config, sqs::SqsQueue};
-use eye_shared::http::{Api, GatewayAuth};
+use eye_shared::api::{Api, GatewayAuth};
 use lambda_http::{Error, service_fn};
 
 #[tokio::main]

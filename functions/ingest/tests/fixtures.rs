@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use eye_shared::adapters::memory::Memory;
+use eye_shared::api::{Api, ApiKeyAuth, GatewayAuth};
 use eye_shared::domain::QueuedBatch;
-use eye_shared::http::{Api, ApiKeyAuth, GatewayAuth};
 use eye_shared::ports::{Principal, Scope};
 use serde_json::Value;
 

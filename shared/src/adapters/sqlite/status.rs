@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use super::Sqlite;
 use super::schema::Db;
-use crate::http::StatusSource;
 use crate::ports::BackendError;
+use crate::ports::StatusSource;
 
 #[async_trait]
 impl StatusSource for Sqlite {

@@ -1,36 +1,37 @@
-//! The one HTTP handler: `http::Request<Bytes> -> http::Response<Bytes>`.
+//! The HTTP API: one handler, `http::Request<Bytes> -> http::Response<Bytes>`,
+//! that maps requests to use cases and errors to responses. Routes are here;
+//! [`error`] and [`response`] shape the answers, [`query`] reads parameters
+//! and cursors, [`auth`] finds the caller.
 //!
 //! The local server (axum) and the ingest Lambda (`lambda_http`) both call
 //! [`Api::handle`], so they answer every request the same way.
 
 mod auth;
+mod error;
 mod query;
+mod response;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use serde::Serialize;
+use http::{Method, Request, Response, StatusCode, header};
 use serde_json::json;
 
 pub use auth::{ApiKeyAuth, Authenticator, GatewayAuth, GatewayIdentity};
+pub use error::ApiError;
+pub use response::json_response;
 
 use crate::app::ingest::{Ingest, IngestError};
-use crate::domain::{EnvelopeError, FieldError, Limits};
-use crate::ports::{BackendError, ErrorQuery, EventQuery, EventQueue, Principal, Scope};
+use crate::domain::Limits;
+use crate::ports::{ErrorQuery, EventQuery, EventQueue, Principal, Scope, StatusSource};
+use error::{envelope_error, method_not_allowed, queries_not_served, unavailable};
+use response::{html, page_response, raw_json};
 
 /// The landing page.
 const INDEX_HTML: &str = include_str!("index.html");
 /// The OpenAPI 3 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
-
-/// Reports backend status for `GET /health` (queue depth, dead letters…).
-#[async_trait::async_trait]
-pub trait StatusSource: Send + Sync {
-    /// A JSON object merged into the health answer.
-    async fn status(&self) -> Result<serde_json::Value, BackendError>;
-}
 
 /// The HTTP API over the ports.
 #[derive(Clone)]
@@ -251,26 +252,6 @@ impl Api {
     }
 }
 
-fn page_response<T: Serialize>(
-    name: &str,
-    page: crate::ports::Page<T>,
-    kind: &str,
-) -> Response<Bytes> {
-    // Written directly rather than through serde_json::Value, which would
-    // re-order the keys of each raw `data` and `event` object.
-    let next = page.next.map(|key| query::encode_cursor(kind, &key));
-    let mut body = Vec::with_capacity(256 * page.items.len() + 64);
-    body.extend_from_slice(b"{\"");
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(b"\":");
-    // Serialising stored events and records cannot fail.
-    let _ = serde_json::to_writer(&mut body, &page.items);
-    body.extend_from_slice(b",\"next_cursor\":");
-    let _ = serde_json::to_writer(&mut body, &next);
-    body.push(b'}');
-    raw_json_owned(StatusCode::OK, body)
-}
-
 fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {
     let Some(value) = parts.headers.get(header::CONTENT_TYPE) else {
         return Ok(());
@@ -297,210 +278,4 @@ fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {
             ),
         ))
     }
-}
-
-fn envelope_error(e: EnvelopeError) -> ApiError {
-    let message = e.to_string();
-    match e {
-        EnvelopeError::BodyTooLarge { .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("{message}; split the events over several requests"),
-        ),
-        EnvelopeError::EventTooLarge { index, .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("{message}; keep large data out of events"),
-        )
-        .with_details(vec![FieldError {
-            index: Some(index),
-            field: None,
-            message,
-        }]),
-        EnvelopeError::MalformedJson { .. } => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("{message}; fix the JSON syntax and send it again"),
-        ),
-        EnvelopeError::InvalidBody { field, .. } => {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message.clone()).with_details(
-                vec![FieldError {
-                    index: None,
-                    field,
-                    message,
-                }],
-            )
-        }
-        EnvelopeError::EmptyBatch => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_batch",
-            "the request has no events; send at least one".to_owned(),
-        ),
-        EnvelopeError::TooManyEvents { .. } => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "too_many_events",
-            format!("{message}; split the events over several requests"),
-        ),
-        EnvelopeError::InvalidEvents(details) => {
-            let events: std::collections::BTreeSet<_> =
-                details.iter().filter_map(|d| d.index).collect();
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_event",
-                format!(
-                    "{} event(s) are invalid and nothing was accepted; fix the fields listed in details and send the request again",
-                    events.len()
-                ),
-            )
-            .with_details(details)
-        }
-    }
-}
-
-fn queries_not_served() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "this deployment does not serve queries; query with `eye events` / `eye errors` or the AWS CLI".to_owned(),
-    )
-}
-
-fn method_not_allowed(allow: &'static str) -> ApiError {
-    ApiError::MethodNotAllowed(allow)
-}
-
-fn unavailable(what: &str, e: &BackendError, retry_after: u32) -> ApiError {
-    if let BackendError::Unsupported(message) = e {
-        return ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message.clone());
-    }
-    tracing::warn!(error = %e, "{what} is unavailable");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!("{what} cannot take this request right now ({e}); nothing was accepted, retry after {retry_after}s"),
-    )
-    .with_retry_after(retry_after)
-}
-
-/// An error answer. Every one but [`ApiError::Forbidden`] has the shape
-/// `{"error": {"code", "message", "details"}}`.
-#[derive(Debug)]
-pub enum ApiError {
-    /// `403 {"message": "Forbidden"}`, as API Gateway answers.
-    Forbidden,
-    /// `405`, with the allowed methods.
-    MethodNotAllowed(&'static str),
-    /// Any other error.
-    Error {
-        /// HTTP status.
-        status: StatusCode,
-        /// Machine-readable code.
-        code: &'static str,
-        /// What to fix.
-        message: String,
-        /// Per-field problems.
-        details: Vec<FieldError>,
-        /// Seconds for the `Retry-After` header.
-        retry_after: Option<u32>,
-    },
-}
-
-impl ApiError {
-    /// An error with no details.
-    pub fn new(status: StatusCode, code: &'static str, message: String) -> Self {
-        ApiError::Error {
-            status,
-            code,
-            message,
-            details: Vec::new(),
-            retry_after: None,
-        }
-    }
-
-    fn with_details(mut self, more: Vec<FieldError>) -> Self {
-        if let ApiError::Error { details, .. } = &mut self {
-            *details = more;
-        }
-        self
-    }
-
-    fn with_retry_after(mut self, secs: u32) -> Self {
-        if let ApiError::Error { retry_after, .. } = &mut self {
-            *retry_after = Some(secs);
-        }
-        self
-    }
-
-    /// The HTTP answer.
-    pub fn into_response(self) -> Response<Bytes> {
-        match self {
-            ApiError::Forbidden => {
-                json_response(StatusCode::FORBIDDEN, &json!({"message": "Forbidden"}))
-            }
-            ApiError::MethodNotAllowed(allow) => {
-                let mut r = json_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({"error": {
-                        "code": "method_not_allowed",
-                        "message": format!("use {allow} on this path"),
-                        "details": [],
-                    }}),
-                );
-                r.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-                r
-            }
-            ApiError::Error {
-                status,
-                code,
-                message,
-                details,
-                retry_after,
-            } => {
-                let mut r = json_response(
-                    status,
-                    &json!({"error": {"code": code, "message": message, "details": details}}),
-                );
-                if let Some(secs) = retry_after {
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                }
-                r
-            }
-        }
-    }
-}
-
-/// A JSON answer.
-pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Bytes> {
-    // Serialising our own answer types cannot fail.
-    raw_json_owned(status, serde_json::to_vec(body).unwrap_or_default())
-}
-
-fn raw_json(status: StatusCode, body: &'static str) -> Response<Bytes> {
-    respond(
-        status,
-        "application/json",
-        Bytes::from_static(body.as_bytes()),
-    )
-}
-
-fn raw_json_owned(status: StatusCode, body: Vec<u8>) -> Response<Bytes> {
-    respond(status, "application/json", Bytes::from(body))
-}
-
-fn html(body: &'static str) -> Response<Bytes> {
-    respond(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from_static(body.as_bytes()),
-    )
-}
-
-fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Bytes> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
 }
