@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use eye_shared::adapters::aws::dynamodb::{DynamoConfig, DynamoStore};
 use eye_shared::adapters::aws::resources::{Resources, bootstrap};
-use eye_shared::adapters::aws::sqs::{SqsPoller, process_sqs_event};
+use eye_shared::adapters::aws::sqs::SqsPoller;
 use eye_shared::adapters::aws::{CallCounts, DynamoClient, SdkConfig, SqsClient, sdk_config};
 use eye_shared::app::process::Processor;
 use eye_shared::config;
+use eye_shared::lambda::sqs_trigger;
 use eye_shared::ports::BackendError;
 use eye_shared::ports::StatusSource;
 use tokio::sync::watch;
@@ -190,7 +191,7 @@ pub async fn poll_and_process(
         match polled {
             Ok(event) if event.records.is_empty() => {}
             Ok(event) => {
-                let (response, report) = process_sqs_event(&processor, &event).await;
+                let (response, report) = sqs_trigger::handle(&processor, &event).await;
                 tracing::debug!(?report, "batch processed");
                 if let Err(e) = poller.delete_done(&event, &response).await {
                     tracing::error!(error = %e, "deleting processed messages failed; they will be redelivered and deduplicated");

@@ -8,4 +8,6 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod ports;

@@ -15,8 +15,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use eye_shared::adapters::aws::dynamodb::{DynamoConfig, DynamoStore};
 use eye_shared::adapters::aws::resources::{Resources, bootstrap};
 use eye_shared::adapters::aws::sqs::{
-    MAX_MESSAGE_BYTES, SqsPoller, SqsQueue, list_dead_letters, process_sqs_event,
-    redrive_dead_letters,
+    MAX_MESSAGE_BYTES, SqsPoller, SqsQueue, list_dead_letters, redrive_dead_letters,
 };
 use eye_shared::adapters::aws::{CallCounts, DynamoClient, SdkConfig, SqsClient, sdk_config};
 use eye_shared::app::process::Processor;
@@ -24,6 +23,7 @@ use eye_shared::domain::{
     ErrorCode, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, StoredEvent,
     Timestamp,
 };
+use eye_shared::lambda::sqs_trigger;
 use eye_shared::ports::*;
 use serde_json::value::RawValue;
 
@@ -603,7 +603,7 @@ async fn throttling_is_retried_then_dead_lettered_then_redriven() {
                 break;
             }
         } else {
-            let (response, _) = process_sqs_event(&p, &got).await;
+            let (response, _) = sqs_trigger::handle(&p, &got).await;
             assert_eq!(
                 response.batch_item_failures.len(),
                 got.records.len(),
@@ -635,7 +635,7 @@ async fn throttling_is_retried_then_dead_lettered_then_redriven() {
         1
     );
     let got = poller.poll(2).await.unwrap();
-    let (response, report) = process_sqs_event(&p, &got).await;
+    let (response, report) = sqs_trigger::handle(&p, &got).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(report.stored, 1);
     poller.delete_done(&got, &response).await.unwrap();

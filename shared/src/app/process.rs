@@ -4,10 +4,8 @@
 //! The Lambda (SQS batches) and the embedded worker (SQLite queue) both call
 //! [`Processor::process`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use serde_json::json;
 
 use crate::domain::{
     Context, ErrorCode, ErrorRecord, QueuedBatch, Rules, SchemaRegistry, StoredEvent, Timestamp,
@@ -172,42 +170,5 @@ fn tally(
                     .or_insert_with(|| "the store returned no result for an event".into());
             }
         }
-    }
-}
-
-impl BatchReport {
-    /// One CloudWatch Embedded Metric Format line (namespace `TheEye`).
-    pub fn to_emf(&self, timestamp_ms: i64) -> String {
-        let mut metrics = vec![
-            json!({"Name": "BatchSize", "Unit": "Count"}),
-            json!({"Name": "EventsStored", "Unit": "Count"}),
-            json!({"Name": "Duplicates", "Unit": "Count"}),
-            json!({"Name": "ErrorRecords", "Unit": "Count"}),
-            json!({"Name": "FailedMessages", "Unit": "Count"}),
-            json!({"Name": "ProcessingLag", "Unit": "Milliseconds"}),
-        ];
-        let mut line = json!({
-            "BatchSize": self.messages,
-            "EventsStored": self.stored,
-            "Duplicates": self.duplicates,
-            "ErrorRecords": self.errors.values().sum::<usize>(),
-            "FailedMessages": self.failed_messages,
-            "ProcessingLag": self.max_lag_ms,
-        });
-        let codes: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-        for code in codes {
-            let name = format!("Errors_{code}");
-            metrics.push(json!({"Name": name, "Unit": "Count"}));
-            line[name] = json!(self.errors.get(code).copied().unwrap_or(0));
-        }
-        line["_aws"] = json!({
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": "TheEye",
-                "Dimensions": [[]],
-                "Metrics": metrics,
-            }],
-        });
-        line.to_string()
     }
 }

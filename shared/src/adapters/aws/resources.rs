@@ -187,16 +187,7 @@ pub async fn bootstrap(
     if created {
         done.created.push(format!("queue {}", q.dlq_name));
     }
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| classify("GetQueueAttributes", &e))?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .ok_or_else(|| BackendError::Failed(format!("queue {} has no ARN", q.dlq_name)))?;
+    let dlq_arn = super::sqs::queue_arn(&sqs, &dlq_url).await?;
     let redrive = serde_json::json!({
         "deadLetterTargetArn": dlq_arn,
         "maxReceiveCount": q.max_receive_count,

@@ -1,20 +1,19 @@
-//! SQS: the ingest queue, the Lambda event shape the processor receives, a
-//! poller that produces that same shape for `eye serve --backend aws`, and the
-//! dead-letter queue tools.
+//! SQS: the ingest queue, a poller that produces the processor Lambda's event
+//! shape for `eye serve --backend aws`, and the dead-letter queue tools. The
+//! trigger's mapping itself is in [`crate::lambda::sqs_trigger`].
 
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
 
 use super::{CallCounts, Counters, classify};
-use crate::app::process::{BatchReport, Processor};
 use crate::domain::QueuedBatch;
-use crate::ports::{BackendError, EventQueue, QueueMessage};
+use crate::ports::{BackendError, EventQueue};
 
 /// Largest message body The Eye sends: under 256 KiB, the classic SQS limit
 /// that emulators still enforce, with room for the batch call's framing.
@@ -106,37 +105,6 @@ impl EventQueue for SqsQueue {
         }
         Ok(())
     }
-}
-
-/// The processor Lambda's work: an SQS batch in, partial batch failures out.
-/// Only messages that failed for a retryable reason are listed; SQS redelivers
-/// them, and after `maxReceiveCount` receives moves them to the dead-letter queue.
-pub async fn process_sqs_event(
-    processor: &Processor,
-    event: &SqsEvent,
-) -> (SqsBatchResponse, BatchReport) {
-    let messages: Vec<QueueMessage> = event
-        .records
-        .iter()
-        .map(|r| QueueMessage {
-            id: r.message_id.clone().unwrap_or_default(),
-            body: r.body.clone().unwrap_or_default(),
-            receive_count: r
-                .attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1),
-        })
-        .collect();
-    let outcome = processor.process(&messages).await;
-    let mut response = SqsBatchResponse::default();
-    for failure in outcome.failures {
-        tracing::warn!(message_id = %failure.message_id, reason = %failure.reason, "message failed; SQS will redeliver it");
-        let mut item = BatchItemFailure::default();
-        item.item_identifier = failure.message_id;
-        response.batch_item_failures.push(item);
-    }
-    (response, outcome.report)
 }
 
 /// Receives from SQS and hands out batches in the Lambda's event shape.
