@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use eye_shared::adapters::aws::sqs::SqsDeadLetters;
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
-use eye_shared::ports::Scope;
+use eye_shared::ports::{DeadLetters, Scope};
 
 #[derive(Parser)]
 #[command(
@@ -142,6 +143,9 @@ enum ScopeArg {
     Ingest,
     Query,
 }
+
+/// Most dead letters `eye dlq list` prints.
+const DLQ_LIST_MAX: usize = 1000;
 
 #[derive(Subcommand)]
 enum DlqCommand {
@@ -277,30 +281,26 @@ fn keys(cmd: KeysCommand) -> Result<()> {
 }
 
 async fn dlq(cmd: DlqCommand) -> Result<()> {
-    use eye_shared::adapters::aws::sqs::{list_dead_letters, redrive_dead_letters};
+    let (DlqCommand::List { backend, db } | DlqCommand::Redrive { backend, db }) = &cmd;
+    let letters: Box<dyn DeadLetters> = match backend.backend {
+        Backend::Sqlite => Box::new(db.open()?),
+        Backend::Aws => {
+            let aws = aws::Aws::connect(&backend.aws).await;
+            Box::new(SqsDeadLetters::new(
+                aws.sqs.clone(),
+                aws.dlq_url().await?,
+                aws.queue_url().await?,
+            ))
+        }
+    };
     match cmd {
-        DlqCommand::List { backend, db } => match backend.backend {
-            Backend::Sqlite => {
-                for letter in db.open()?.dead_letters()? {
-                    println!("{}", serde_json::to_string(&letter)?);
-                }
+        DlqCommand::List { .. } => {
+            for letter in letters.list_dead_letters(DLQ_LIST_MAX).await? {
+                println!("{}", serde_json::to_string(&letter)?);
             }
-            Backend::Aws => {
-                let aws = aws::Aws::connect(&backend.aws).await;
-                for letter in list_dead_letters(&aws.sqs, &aws.dlq_url().await?, 1000).await? {
-                    println!("{}", serde_json::to_string(&letter)?);
-                }
-            }
-        },
-        DlqCommand::Redrive { backend, db } => {
-            let n = match backend.backend {
-                Backend::Sqlite => db.open()?.redrive_dead_letters()?,
-                Backend::Aws => {
-                    let aws = aws::Aws::connect(&backend.aws).await;
-                    redrive_dead_letters(&aws.sqs, &aws.dlq_url().await?, &aws.queue_url().await?)
-                        .await?
-                }
-            };
+        }
+        DlqCommand::Redrive { .. } => {
+            let n = letters.redrive_dead_letters().await?;
             println!("Moved {n} dead letter(s) back to the queue.");
         }
     }

@@ -407,7 +407,7 @@ async fn a_full_queue_is_an_error_the_caller_sees_and_is_counted() {
     for i in 0..10 {
         client.track("full", "c", "n", &json!({ "i": i })).unwrap();
     }
-    // Let the worker take a batch into a request: in flight still counts.
+    // Let the sender take a batch into a request: in flight still counts.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let err = client.track("full", "c", "n", &json!({})).unwrap_err();
     assert!(

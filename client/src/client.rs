@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::error::{BuildError, ClientError, DeliveryFailure, TrackError};
 use crate::event::{self, Event, MAX_BATCH_EVENTS, Prepared};
 use crate::retry::{Backoff, Rng};
+use crate::sender::{Control, FailureHandler, Sender, Settings, Shared};
 use crate::stats::{Counters, Stats};
-use crate::worker::{Control, FailureHandler, Settings, Shared, Worker};
 
 /// Sends events to The Eye in the background. Cheap to clone: clones share one
 /// queue and one background task.
@@ -160,7 +160,7 @@ impl Client {
         if answered || self.inner.shared.stopped.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            Err(ClientError::WorkerGone)
+            Err(ClientError::SenderGone)
         }
     }
 
@@ -318,7 +318,7 @@ impl ClientBuilder {
         });
         let (events_tx, events_rx) = mpsc::channel(self.max_queue);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let worker = Worker {
+        let sender = Sender {
             http,
             settings: Settings {
                 endpoint,
@@ -339,7 +339,7 @@ impl ClientBuilder {
             oldest: None,
             rng: Rng::from_time(),
         };
-        runtime.spawn(worker.run());
+        runtime.spawn(sender.run());
         Ok(Client {
             inner: Arc::new(Inner {
                 events: events_tx,

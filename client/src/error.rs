@@ -85,7 +85,7 @@ pub enum ClientError {
     /// The background task is gone without a clean shutdown (its runtime was
     /// shut down, or it panicked). Events still queued are lost.
     #[error("the client's background task is not running; queued events could not be sent")]
-    WorkerGone,
+    SenderGone,
 }
 
 /// Events that will never be stored, reported to the callback set with

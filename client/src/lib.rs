@@ -122,8 +122,8 @@ mod client;
 mod error;
 mod event;
 mod retry;
+mod sender;
 mod stats;
-mod worker;
 
 pub use client::{Client, ClientBuilder, install_crypto_provider};
 pub use error::{BuildError, ClientError, DeliveryFailure, FailureReason, TrackError};

@@ -181,6 +181,38 @@ pub trait StatusSource: Send + Sync {
     async fn status(&self) -> Result<serde_json::Value, BackendError>;
 }
 
+/// A queue message that had every delivery it may have: a row of SQLite's
+/// `dead_letters`, or a message on the SQS dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// Its id where it is kept: a row id, or an SQS message id.
+    pub id: String,
+    /// The message body: a queued batch, as encoded by [`QueuedBatch::encode`].
+    pub body: String,
+    /// Deliveries it had.
+    pub attempts: u32,
+    /// Events it carries, where the queue counts them (SQLite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
+    /// The last failure, where the queue keeps it (SQLite; on AWS see the
+    /// processor's logs).
+    pub last_error: Option<String>,
+    /// When it was given up, where the queue keeps it (SQLite).
+    pub failed_at: Option<String>,
+}
+
+/// The dead letters of a queue, for operators (`eye dlq`).
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Up to `max` dead letters, oldest first where the queue knows the order,
+    /// without consuming them.
+    async fn list_dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, BackendError>;
+
+    /// Moves every dead letter back to the queue with a fresh delivery count;
+    /// returns how many moved. Events already stored are not stored twice.
+    async fn redrive_dead_letters(&self) -> Result<usize, BackendError>;
+}
+
 /// A message taken off a pull queue (the embedded queue; SQS reaches the
 /// processor through the Lambda event shape instead).
 #[derive(Debug, Clone, PartialEq, Eq)]

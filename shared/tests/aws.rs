@@ -14,9 +14,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ProjectionType, ScalarAtt
 use aws_sdk_sqs::types::QueueAttributeName;
 use eye_shared::adapters::aws::dynamodb::{DynamoConfig, DynamoStore};
 use eye_shared::adapters::aws::resources::{Resources, bootstrap};
-use eye_shared::adapters::aws::sqs::{
-    MAX_MESSAGE_BYTES, SqsPoller, SqsQueue, list_dead_letters, redrive_dead_letters,
-};
+use eye_shared::adapters::aws::sqs::{MAX_MESSAGE_BYTES, SqsDeadLetters, SqsPoller, SqsQueue};
 use eye_shared::adapters::aws::{CallCounts, DynamoClient, SdkConfig, SqsClient, sdk_config};
 use eye_shared::app::process::Processor;
 use eye_shared::domain::{
@@ -595,7 +593,8 @@ async fn throttling_is_retried_then_dead_lettered_then_redriven() {
         let got = poller.poll(1).await.unwrap();
         if got.records.is_empty() {
             if failures >= 2
-                && !list_dead_letters(&sqs, &e.dlq_url, 10)
+                && !SqsDeadLetters::new(sqs.clone(), &e.dlq_url, &e.queue_url)
+                    .list_dead_letters(10)
                     .await
                     .unwrap()
                     .is_empty()
@@ -622,14 +621,18 @@ async fn throttling_is_retried_then_dead_lettered_then_redriven() {
         failures, 2,
         "received maxReceiveCount times, then dead-lettered"
     );
-    let dead = list_dead_letters(&sqs, &e.dlq_url, 10).await.unwrap();
+    let dead = SqsDeadLetters::new(sqs.clone(), &e.dlq_url, &e.queue_url)
+        .list_dead_letters(10)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert!(QueuedBatch::decode(&dead[0].body).is_ok());
 
     // The cause is fixed: redrive, process, stored once.
     store.throttling.store(false, Ordering::SeqCst);
     assert_eq!(
-        redrive_dead_letters(&sqs, &e.dlq_url, &e.queue_url)
+        SqsDeadLetters::new(sqs.clone(), &e.dlq_url, &e.queue_url)
+            .redrive_dead_letters()
             .await
             .unwrap(),
         1
@@ -649,7 +652,8 @@ async fn throttling_is_retried_then_dead_lettered_then_redriven() {
         1
     );
     assert!(
-        list_dead_letters(&sqs, &e.dlq_url, 10)
+        SqsDeadLetters::new(sqs.clone(), &e.dlq_url, &e.queue_url)
+            .list_dead_letters(10)
             .await
             .unwrap()
             .is_empty()

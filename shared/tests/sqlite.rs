@@ -392,10 +392,11 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let report = worker.run_once().await.unwrap().unwrap();
     assert_eq!(report.failed_messages, 1);
-    let dead = db.dead_letters().unwrap();
+    let dead = db.list_dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1, "second failure reaches max_attempts");
     assert_eq!(dead[0].attempts, 2);
-    assert!(dead[0].last_error.contains("throttled"));
+    assert_eq!(dead[0].events, Some(1));
+    assert!(dead[0].last_error.as_deref().unwrap().contains("throttled"));
     let status = eye_shared::ports::StatusSource::status(&db).await.unwrap();
     assert_eq!(
         (
@@ -406,13 +407,13 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
     );
 
     // The cause is fixed (the flaky store has no failures left): redrive recovers it.
-    assert_eq!(db.redrive_dead_letters().unwrap(), 1);
+    assert_eq!(db.redrive_dead_letters().await.unwrap(), 1);
     worker.run_once().await.unwrap().unwrap();
     assert_eq!(
         db.session_events("s", page(10)).await.unwrap().items.len(),
         1
     );
-    assert!(db.dead_letters().unwrap().is_empty());
+    assert!(db.list_dead_letters(10).await.unwrap().is_empty());
     // Redriving the same message again stores nothing twice.
     enqueue(
         &db,

@@ -11,6 +11,7 @@
 //! writes/s). Queries ask every shard and merge by `t`; callers never see shards.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -19,7 +20,7 @@ use futures_util::stream::FuturesOrdered;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{CallCounts, Counters, classify};
+use super::{CallCounts, classify};
 use crate::domain::keys::Seq;
 use crate::domain::range::{FilterError, KeyRange};
 use crate::domain::{ErrorCode, ErrorRecord, StoredEvent, Timestamp};
@@ -52,12 +53,16 @@ pub struct DynamoConfig {
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     config: DynamoConfig,
-    counts: Counters,
+    counts: Arc<CallCounts>,
 }
 
 impl DynamoStore {
     /// A store over existing tables.
-    pub fn new(client: aws_sdk_dynamodb::Client, config: DynamoConfig, counts: Counters) -> Self {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        config: DynamoConfig,
+        counts: Arc<CallCounts>,
+    ) -> Self {
         Self {
             client,
             config: DynamoConfig {

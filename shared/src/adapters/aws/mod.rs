@@ -10,7 +10,6 @@ pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 pub use aws_sdk_dynamodb::Client as DynamoClient;
 pub use aws_sdk_sqs::Client as SqsClient;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -109,9 +108,6 @@ pub struct CallCounts {
     /// `Query` calls.
     pub dynamodb_queries: AtomicU64,
 }
-
-/// Shared counters.
-pub type Counters = Arc<CallCounts>;
 
 impl CallCounts {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

@@ -3,6 +3,7 @@
 //! trigger's mapping itself is in [`crate::lambda::sqs_trigger`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -11,9 +12,9 @@ use aws_sdk_sqs::types::{
     SendMessageBatchRequestEntry,
 };
 
-use super::{CallCounts, Counters, classify};
+use super::{CallCounts, classify};
 use crate::domain::QueuedBatch;
-use crate::ports::{BackendError, EventQueue};
+use crate::ports::{BackendError, DeadLetter, DeadLetters, EventQueue};
 
 /// Largest message body The Eye sends: under 256 KiB, the classic SQS limit
 /// that emulators still enforce, with room for the batch call's framing.
@@ -28,7 +29,7 @@ pub const MAX_BATCH_ENTRIES: usize = 10;
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     queue_url: String,
-    counts: Counters,
+    counts: Arc<CallCounts>,
 }
 
 impl SqsQueue {
@@ -36,7 +37,7 @@ impl SqsQueue {
     pub fn new(
         client: aws_sdk_sqs::Client,
         queue_url: impl Into<String>,
-        counts: Counters,
+        counts: Arc<CallCounts>,
     ) -> Self {
         Self {
             client,
@@ -114,7 +115,7 @@ pub struct SqsPoller {
     queue_url: String,
     queue_arn: String,
     region: String,
-    counts: Counters,
+    counts: Arc<CallCounts>,
 }
 
 impl SqsPoller {
@@ -131,12 +132,12 @@ impl SqsPoller {
             queue_url,
             queue_arn,
             region: region.to_owned(),
-            counts: Counters::default(),
+            counts: Arc::default(),
         })
     }
 
     /// Counts this poller's calls in `counts`.
-    pub fn with_counts(mut self, counts: Counters) -> Self {
+    pub fn with_counts(mut self, counts: Arc<CallCounts>) -> Self {
         self.counts = counts;
         self
     }
@@ -254,110 +255,124 @@ pub async fn queue_arn(
         .ok_or_else(|| BackendError::Failed(format!("queue {queue_url} has no ARN")))
 }
 
-/// A dead letter, as listed by `eye dlq list`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeadMessage {
-    /// SQS message id.
-    pub message_id: String,
-    /// Receives so far (on the dead-letter queue).
-    pub receive_count: String,
-    /// The message body (a queued batch).
-    pub body: String,
+/// The dead-letter queue of an ingest queue.
+#[derive(Clone)]
+pub struct SqsDeadLetters {
+    client: aws_sdk_sqs::Client,
+    dlq_url: String,
+    queue_url: String,
 }
 
-/// Lists up to `max` dead letters without consuming them (each is made visible
-/// again at once).
-pub async fn list_dead_letters(
-    client: &aws_sdk_sqs::Client,
-    dlq_url: &str,
-    max: usize,
-) -> Result<Vec<DeadMessage>, BackendError> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let mut empty_rounds = 0;
-    while out.len() < max && empty_rounds < 3 {
-        let got = client
-            .receive_message()
-            .queue_url(dlq_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(0)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await
-            .map_err(|e| classify("ReceiveMessage", &e))?;
-        let mut new = 0;
-        for m in got.messages() {
-            let id = m.message_id().unwrap_or_default().to_owned();
-            if seen.insert(id.clone()) {
-                new += 1;
-                out.push(DeadMessage {
-                    message_id: id,
-                    receive_count: m
-                        .attributes()
-                        .and_then(|a| {
-                            a.get(&MessageSystemAttributeName::ApproximateReceiveCount)
-                                .cloned()
-                        })
-                        .unwrap_or_default(),
-                    body: m.body().unwrap_or_default().to_owned(),
-                });
-            }
+impl SqsDeadLetters {
+    /// The dead letters at `dlq_url`, which a redrive sends back to `queue_url`.
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        dlq_url: impl Into<String>,
+        queue_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            dlq_url: dlq_url.into(),
+            queue_url: queue_url.into(),
         }
-        empty_rounds = if new == 0 { empty_rounds + 1 } else { 0 };
     }
-    out.truncate(max);
-    Ok(out)
 }
 
-/// Moves every dead letter back to the queue: send, then delete. A crash in
-/// between only repeats a message, and repeated events are stored once.
-pub async fn redrive_dead_letters(
-    client: &aws_sdk_sqs::Client,
-    dlq_url: &str,
-    queue_url: &str,
-) -> Result<usize, BackendError> {
-    let mut moved = 0;
-    loop {
-        let got = client
-            .receive_message()
-            .queue_url(dlq_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(60)
-            .send()
-            .await
-            .map_err(|e| classify("ReceiveMessage", &e))?;
-        if got.messages().is_empty() {
-            return Ok(moved);
+#[async_trait]
+impl DeadLetters for SqsDeadLetters {
+    /// Each message is made visible again at once; `attempts` is its
+    /// receive count on the dead-letter queue.
+    async fn list_dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, BackendError> {
+        let (client, dlq_url) = (&self.client, &self.dlq_url);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut empty_rounds = 0;
+        while out.len() < max && empty_rounds < 3 {
+            let got = client
+                .receive_message()
+                .queue_url(dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send()
+                .await
+                .map_err(|e| classify("ReceiveMessage", &e))?;
+            let mut new = 0;
+            for m in got.messages() {
+                let id = m.message_id().unwrap_or_default().to_owned();
+                if seen.insert(id.clone()) {
+                    new += 1;
+                    out.push(DeadLetter {
+                        id,
+                        body: m.body().unwrap_or_default().to_owned(),
+                        attempts: m
+                            .attributes()
+                            .and_then(|a| {
+                                a.get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                            })
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0),
+                        events: None,
+                        last_error: None,
+                        failed_at: None,
+                    });
+                }
+            }
+            empty_rounds = if new == 0 { empty_rounds + 1 } else { 0 };
         }
-        let mut request = client.send_message_batch().queue_url(queue_url);
-        for (i, m) in got.messages().iter().enumerate() {
-            request = request.entries(
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(m.body().unwrap_or_default())
-                    .build()
-                    .map_err(|e| BackendError::Failed(format!("building SendMessageBatch: {e}")))?,
-            );
-        }
-        let out = request
-            .send()
-            .await
-            .map_err(|e| classify("SendMessageBatch", &e))?;
-        let failed: HashSet<&str> = out.failed().iter().map(|f| f.id()).collect();
-        let handles: Vec<&str> = got
-            .messages()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !failed.contains(i.to_string().as_str()))
-            .filter_map(|(_, m)| m.receipt_handle())
-            .collect();
-        delete_batch(client, dlq_url, &handles, &CallCounts::default()).await?;
-        moved += handles.len();
-        if !failed.is_empty() {
-            return Err(BackendError::Failed(format!(
-                "{} dead letter(s) could not be sent back; run redrive again",
-                failed.len()
-            )));
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// Send, then delete: a crash in between only repeats a message, and
+    /// repeated events are stored once.
+    async fn redrive_dead_letters(&self) -> Result<usize, BackendError> {
+        let (client, dlq_url, queue_url) = (&self.client, &self.dlq_url, &self.queue_url);
+        let mut moved = 0;
+        loop {
+            let got = client
+                .receive_message()
+                .queue_url(dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .send()
+                .await
+                .map_err(|e| classify("ReceiveMessage", &e))?;
+            if got.messages().is_empty() {
+                return Ok(moved);
+            }
+            let mut request = client.send_message_batch().queue_url(queue_url);
+            for (i, m) in got.messages().iter().enumerate() {
+                request = request.entries(
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(m.body().unwrap_or_default())
+                        .build()
+                        .map_err(|e| {
+                            BackendError::Failed(format!("building SendMessageBatch: {e}"))
+                        })?,
+                );
+            }
+            let out = request
+                .send()
+                .await
+                .map_err(|e| classify("SendMessageBatch", &e))?;
+            let failed: HashSet<&str> = out.failed().iter().map(|f| f.id()).collect();
+            let handles: Vec<&str> = got
+                .messages()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !failed.contains(i.to_string().as_str()))
+                .filter_map(|(_, m)| m.receipt_handle())
+                .collect();
+            delete_batch(client, dlq_url, &handles, &CallCounts::default()).await?;
+            moved += handles.len();
+            if !failed.is_empty() {
+                return Err(BackendError::Failed(format!(
+                    "{} dead letter(s) could not be sent back; run redrive again",
+                    failed.len()
+                )));
+            }
         }
     }
 }

@@ -37,7 +37,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 pub use keys::KeyInfo;
-pub use queue::{DeadLetter, RECEIVE_MAX_EVENTS};
+pub use queue::RECEIVE_MAX_EVENTS;
 pub use schema::queue_path;
 
 use crate::config;

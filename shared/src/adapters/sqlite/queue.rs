@@ -15,7 +15,7 @@ use super::{Sqlite, failed};
 use crate::domain::admission::admit;
 use crate::domain::redelivery::{Redelivery, RetryPolicy};
 use crate::domain::{QueuedBatch, Timestamp};
-use crate::ports::{BackendError, EventQueue, QueueMessage, QueueSource};
+use crate::ports::{BackendError, DeadLetter, DeadLetters, EventQueue, QueueMessage, QueueSource};
 
 /// Largest batch the embedded worker takes at once, in events.
 pub const RECEIVE_MAX_EVENTS: usize = 5000;
@@ -342,31 +342,30 @@ fn receive_due(
     Ok(out)
 }
 
-impl Sqlite {
-    /// The dead letters, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, BackendError> {
-        let conn = connect(&self.inner.queue_path, Db::Queue, true).map_err(failed)?;
-        let mut stmt = conn
-            .prepare("SELECT id, body, events, attempts, last_error, failed_at FROM dead_letters ORDER BY id")
-            .map_err(failed)?;
-        let rows = stmt
-            .query_map([], |r| {
+#[async_trait]
+impl DeadLetters for Sqlite {
+    async fn list_dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, BackendError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.read_from(Db::Queue, move |conn| {
+            conn.prepare(
+                "SELECT id, body, events, attempts, last_error, failed_at FROM dead_letters ORDER BY id LIMIT ?1",
+            )?
+            .query_map([max], |r| {
                 Ok(DeadLetter {
-                    id: r.get(0)?,
+                    id: r.get::<_, i64>(0)?.to_string(),
                     body: r.get(1)?,
-                    events: r.get(2)?,
+                    events: u64::try_from(r.get::<_, i64>(2)?).ok(),
                     attempts: r.get(3)?,
                     last_error: r.get(4)?,
                     failed_at: r.get(5)?,
                 })
-            })
-            .map_err(failed)?;
-        rows.collect::<Result<_, _>>().map_err(failed)
+            })?
+            .collect()
+        })
+        .await
     }
 
-    /// Moves every dead letter back to the queue, with a fresh attempt count.
-    /// Returns how many moved. Replayed events are deduplicated by their keys.
-    pub fn redrive_dead_letters(&self) -> Result<usize, BackendError> {
+    async fn redrive_dead_letters(&self) -> Result<usize, BackendError> {
         let mut conn = connect(&self.inner.queue_path, Db::Queue, true).map_err(failed)?;
         let tx = conn.transaction().map_err(failed)?;
         let now = Timestamp::now().to_rfc3339();
@@ -380,21 +379,4 @@ impl Sqlite {
         tx.commit().map_err(failed)?;
         Ok(n)
     }
-}
-
-/// A queue message that failed too often.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeadLetter {
-    /// Its id in the dead letters.
-    pub id: i64,
-    /// The message body.
-    pub body: String,
-    /// Events it carries.
-    pub events: i64,
-    /// Deliveries it had.
-    pub attempts: i64,
-    /// The last failure.
-    pub last_error: String,
-    /// When it was given up.
-    pub failed_at: String,
 }

@@ -1,4 +1,4 @@
-//! The background task: batches the queue, sends, retries, reports.
+//! The sender: the background task that batches the queue, sends, retries and reports.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -20,21 +20,21 @@ use crate::stats::Counters;
 /// The failure callback.
 pub(crate) type FailureHandler = Arc<dyn Fn(&DeliveryFailure) + Send + Sync>;
 
-/// What `flush` and `shutdown` ask of the worker.
+/// What `flush` and `shutdown` ask of the sender.
 pub(crate) enum Control {
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
-/// State shared by the clients and the worker.
+/// State shared by the clients and the sender.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) counters: Counters,
-    /// Set by the worker once it has sent everything and stopped on request.
+    /// Set by the sender once it has sent everything and stopped on request.
     pub(crate) stopped: AtomicBool,
 }
 
-/// The worker's settings.
+/// The sender's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) endpoint: reqwest::Url,
@@ -47,7 +47,7 @@ pub(crate) struct Settings {
     pub(crate) backoff: Backoff,
 }
 
-pub(crate) struct Worker {
+pub(crate) struct Sender {
     pub(crate) http: reqwest::Client,
     pub(crate) settings: Settings,
     pub(crate) shared: Arc<Shared>,
@@ -75,7 +75,7 @@ enum Attempt {
     },
 }
 
-impl Worker {
+impl Sender {
     pub(crate) async fn run(mut self) {
         let mut buf = Vec::with_capacity(self.settings.batch_size);
         loop {

@@ -1,4 +1,5 @@
-//! The processor's judgement of one queued event: store it, or record why not.
+//! Judging one queued event: store it, or record why not. (Processing a
+//! batch of them is the use case in `app::process`.)
 
 use serde_json::Value;
 use serde_json::value::RawValue;
