@@ -136,13 +136,7 @@ async fn bootstrap_serve_query_through_the_indexes_and_recover_a_poison_message(
 
     // By session: the seed's three, in send order.
     let (_, v) = c.get("/v1/sessions/seed/events").await;
-    let names: Vec<&str> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["pageview", "cta click", "submit"]);
+    assert_eq!(common::names(&v), ["pageview", "cta click", "submit"]);
 
     // The CLI reads the same tables.
     let mut args = vec!["events"];

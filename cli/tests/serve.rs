@@ -68,13 +68,7 @@ async fn seed_walkthrough_errors_duplicates_and_pagination() {
     c.drained().await;
 
     let (_, v) = c.get("/v1/sessions/s-seed/events").await;
-    let names: Vec<&str> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["pageview", "cta click", "submit"]);
+    assert_eq!(common::names(&v), ["pageview", "cta click", "submit"]);
     assert_eq!(v["events"][0]["app"], "shop");
 
     let errors = c.all("/v1/errors", "errors").await;

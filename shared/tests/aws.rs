@@ -16,14 +16,14 @@ use eye_shared::adapters::aws::dynamodb::{DynamoConfig, DynamoStore};
 use eye_shared::adapters::aws::resources::{Resources, bootstrap};
 use eye_shared::adapters::aws::sqs::{MAX_MESSAGE_BYTES, SqsDeadLetters, SqsPoller, SqsQueue};
 use eye_shared::adapters::aws::{CallCounts, DynamoClient, SdkConfig, SqsClient, sdk_config};
-use eye_shared::app::process::Processor;
-use eye_shared::domain::{
-    ErrorCode, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, StoredEvent,
-    Timestamp,
-};
+use eye_shared::domain::{ErrorCode, QueuedBatch, Rules, SchemaRegistry, StoredEvent, Timestamp};
 use eye_shared::lambda::sqs_trigger;
 use eye_shared::ports::*;
 use serde_json::value::RawValue;
+
+mod common;
+
+use common::{batch, event, page, processor, raw};
 
 fn moto_url() -> String {
     std::env::var("EYE_TEST_MOTO_URL").expect(
@@ -42,37 +42,6 @@ fn unique(name: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-fn raw(s: String) -> Box<RawValue> {
-    RawValue::from_string(s).unwrap()
-}
-
-fn event(session: &str, category: &str, name: &str, ts: &str, path: &str) -> Box<RawValue> {
-    let extra = match name {
-        "cta click" => r#","element":"b""#,
-        "submit" => r#","form":{}"#,
-        _ => "",
-    };
-    raw(format!(
-        r#"{{"session_id":"{session}","category":"{category}","name":"{name}","data":{{"host":"h","path":"{path}"{extra}}},"timestamp":"{ts}"}}"#
-    ))
-}
-
-fn batch<'a>(app: &'a str, events: &'a [(String, Box<RawValue>)]) -> QueuedBatch<'a> {
-    QueuedBatch {
-        v: MESSAGE_VERSION,
-        app: app.into(),
-        received_at: Timestamp::now(),
-        sent_at: None,
-        events: events
-            .iter()
-            .map(|(id, e)| QueuedEvent {
-                event_id: id.into(),
-                event: e,
-            })
-            .collect(),
-    }
 }
 
 struct Env {
@@ -109,19 +78,6 @@ async fn env(shards: u16, max_receive_count: u32) -> Env {
         store,
         counts,
     }
-}
-
-fn processor(events: Arc<dyn EventStore>, errors: Arc<dyn ErrorStore>) -> Processor {
-    Processor::new(
-        events,
-        errors,
-        Arc::new(SchemaRegistry::builtin().unwrap()),
-        Rules::default(),
-    )
-}
-
-fn page(limit: usize) -> PageRequest {
-    PageRequest { limit, after: None }
 }
 
 #[tokio::test]
@@ -487,7 +443,9 @@ async fn queries_fan_out_over_shards_and_days_and_merge_in_time_order() {
 async fn error_records_by_code_and_time() {
     let e = env(2, 5).await;
     let p = processor(Arc::new(e.store.clone()), Arc::new(e.store.clone()));
-    let bad = raw(r#"{"session_id":"s","category":"page interaction","name":"cta click","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 00:00:00"}"#.into());
+    let bad = raw(
+        r#"{"session_id":"s","category":"page interaction","name":"cta click","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 00:00:00"}"#,
+    );
     let future = event(
         "s",
         "page interaction",

@@ -13,9 +13,11 @@ use eye_shared::ports::{BackendError, EventQueue, Principal, QueueMessage, Scope
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
 
+mod common;
+
 const INGEST: &str = "ingest-key";
 const QUERY: &str = "query-key";
-const SESSION: &str = "e2085be5-9137-4e4e-80b5-f1ffddc25423";
+const SESSION: &str = common::SEED_SESSION;
 
 fn seed(name: &str, data: Value, timestamp: &str) -> Value {
     let category = if name == "submit" {
@@ -218,17 +220,7 @@ async fn forbidden_mirrors_api_gateway() {
 #[tokio::test]
 async fn seed_example_with_trailing_comma_is_malformed_json() {
     let h = Harness::new();
-    let body = r#"{
-  "session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423",
-  "category": "page interaction",
-  "name": "pageview",
-  "data": {
-    "host": "www.consumeraffairs.com",
-    "path": "/",
-  },
-  "timestamp": "2021-01-01 09:15:27.243860"
-}"#;
-    let (s, _, v) = h.post(body).await;
+    let (s, _, v) = h.post(common::SEED_WITH_TRAILING_COMMA).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&v), "malformed_json");
     let message = v["error"]["message"].as_str().unwrap();
@@ -386,14 +378,8 @@ async fn queries_after_processing() {
 
     let (s, v) = h.get(&format!("/v1/sessions/{SESSION}/events")).await;
     assert_eq!(s, StatusCode::OK);
-    let names: Vec<&str> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
+        common::answer_names(&v),
         ["pageview", "cta click", "submit"],
         "same timestamp keeps send order"
     );

@@ -4,37 +4,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eye_shared::adapters::memory::Memory;
-use eye_shared::app::process::Processor;
-use eye_shared::domain::{
-    MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, StoredEvent, Timestamp,
-};
+use eye_shared::domain::StoredEvent;
 use eye_shared::ports::{BackendError, EventStore, PutOutcome, QueueMessage};
 use serde_json::value::RawValue;
 
+mod common;
+
+/// A message `id` from `app` with `(event_id, event JSON)` pairs.
 fn message(id: &str, app: &str, events: &[(&str, &str)]) -> QueueMessage {
-    let raws: Vec<Box<RawValue>> = events
+    let events: Vec<(String, Box<RawValue>)> = events
         .iter()
-        .map(|(_, e)| RawValue::from_string((*e).to_owned()).unwrap())
+        .map(|(id, e)| ((*id).to_owned(), common::raw(*e)))
         .collect();
-    let batch = QueuedBatch {
-        v: MESSAGE_VERSION,
-        app: app.into(),
-        received_at: Timestamp::now(),
-        sent_at: None,
-        events: events
-            .iter()
-            .zip(&raws)
-            .map(|((id, _), e)| QueuedEvent {
-                event_id: (*id).into(),
-                event: e,
-            })
-            .collect(),
-    };
-    QueueMessage {
-        id: id.into(),
-        body: batch.encode(usize::MAX).remove(0).body,
-        receive_count: 1,
-    }
+    common::message(id, &common::batch(app, &events))
 }
 
 const VALID: &str = r#"{"session_id":"s","category":"page interaction","name":"pageview","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 00:00:00"}"#;
@@ -61,19 +43,10 @@ impl EventStore for ThrottlesPoison {
     }
 }
 
-fn processor(events: Arc<dyn EventStore>, memory: Arc<Memory>) -> Processor {
-    Processor::new(
-        events,
-        memory,
-        Arc::new(SchemaRegistry::builtin().unwrap()),
-        Rules::default(),
-    )
-}
-
 #[tokio::test]
 async fn a_redelivered_message_stores_nothing_twice() {
     let memory = Arc::new(Memory::new());
-    let p = processor(memory.clone(), memory.clone());
+    let p = common::processor(memory.clone(), memory.clone());
     let m = message("m1", "shop", &[("a", VALID), ("b", INVALID)]);
     let first = p.process(std::slice::from_ref(&m)).await;
     assert_eq!(
@@ -96,7 +69,7 @@ async fn a_redelivered_message_stores_nothing_twice() {
 #[tokio::test]
 async fn only_transient_failures_are_reported_for_retry() {
     let memory = Arc::new(Memory::new());
-    let p = processor(Arc::new(ThrottlesPoison(memory.clone())), memory.clone());
+    let p = common::processor(Arc::new(ThrottlesPoison(memory.clone())), memory.clone());
     let batch = [
         message("valid", "shop", &[("a", VALID)]),
         message("invalid", "shop", &[("b", INVALID)]),

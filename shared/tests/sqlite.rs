@@ -6,31 +6,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
 use eye_shared::app::consume::Consumer;
-use eye_shared::app::process::Processor;
-use eye_shared::domain::{
-    ErrorCode, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, Timestamp,
-};
+use eye_shared::domain::{ErrorCode, QueuedBatch, Timestamp};
 use eye_shared::ports::*;
 use serde_json::value::RawValue;
 use tempfile::TempDir;
 
+mod common;
+
+use common::{batch, event, page, processor, raw};
+
 fn open(dir: &TempDir) -> Sqlite {
     Sqlite::open(SqliteConfig::new(dir.path().join("eye.db"))).unwrap()
-}
-
-fn raw(s: String) -> Box<RawValue> {
-    RawValue::from_string(s).unwrap()
-}
-
-fn event_json(session: &str, category: &str, name: &str, ts: &str, path: &str) -> Box<RawValue> {
-    let element = if name == "cta click" {
-        r#","element":"button""#
-    } else {
-        ""
-    };
-    raw(format!(
-        r#"{{"session_id":"{session}","category":"{category}","name":"{name}","data":{{"host":"h","path":"{path}"{element}}},"timestamp":"{ts}"}}"#
-    ))
 }
 
 async fn enqueue(
@@ -38,29 +24,7 @@ async fn enqueue(
     app: &str,
     events: &[(String, Box<RawValue>)],
 ) -> Result<(), BackendError> {
-    let batch = QueuedBatch {
-        v: MESSAGE_VERSION,
-        app: app.into(),
-        received_at: Timestamp::now(),
-        sent_at: None,
-        events: events
-            .iter()
-            .map(|(id, e)| QueuedEvent {
-                event_id: id.into(),
-                event: e,
-            })
-            .collect(),
-    };
-    db.enqueue(&batch).await
-}
-
-fn processor(store: Arc<dyn EventStore>, errors: Arc<dyn ErrorStore>) -> Processor {
-    Processor::new(
-        store,
-        errors,
-        Arc::new(SchemaRegistry::builtin().unwrap()),
-        Rules::default(),
-    )
+    db.enqueue(&batch(app, events)).await
 }
 
 async fn drain(db: &Sqlite) {
@@ -72,16 +36,12 @@ async fn drain(db: &Sqlite) {
     while worker.run_once().await.unwrap().is_some() {}
 }
 
-fn page(limit: usize) -> PageRequest {
-    PageRequest { limit, after: None }
-}
-
 #[tokio::test]
 async fn queue_round_trip_and_persistence_across_reopen() {
     let dir = TempDir::new().unwrap();
     {
         let db = open(&dir);
-        let e = event_json(
+        let e = event(
             "s1",
             "page interaction",
             "pageview",
@@ -110,7 +70,7 @@ async fn concurrent_enqueues_are_group_committed_and_all_kept() {
     for i in 0..200 {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
-            let e = event_json("s", "c", "n", "2021-01-01 09:00:00", &format!("/{i}"));
+            let e = event("s", "c", "n", "2021-01-01 09:00:00", &format!("/{i}"));
             enqueue(&db, "shop", &[(format!("id-{i}"), e)]).await
         }));
     }
@@ -139,7 +99,7 @@ async fn backlog_limit_sheds_load_with_busy() {
         ..SqliteConfig::new(dir.path().join("eye.db"))
     })
     .unwrap();
-    let e = || event_json("s", "c", "n", "2021-01-01 09:00:00", "/");
+    let e = || event("s", "c", "n", "2021-01-01 09:00:00", "/");
     enqueue(&db, "shop", &[("1".into(), e()), ("2".into(), e())])
         .await
         .unwrap();
@@ -159,7 +119,7 @@ async fn backlog_limit_sheds_load_with_busy() {
 async fn events_are_stored_once_and_never_overwritten() {
     let dir = TempDir::new().unwrap();
     let db = open(&dir);
-    let e = event_json(
+    let e = event(
         "s1",
         "page interaction",
         "pageview",
@@ -203,16 +163,13 @@ async fn queries_order_filter_and_paginate() {
             "page interaction"
         };
         let name = if i % 3 == 0 { "submit" } else { "pageview" };
-        let mut e = event_json(
+        let e = event(
             &format!("s{}", i % 2),
             category,
             name,
             &format!("2021-01-01 09:00:{i:02}"),
             &format!("/{i}"),
         );
-        if name == "submit" {
-            e = raw(e.get().replace(r#""path":"#, r#""form":{},"path":"#));
-        }
         events.push((format!("id-{i}"), e));
     }
     events.reverse(); // arrival order must not matter
@@ -288,14 +245,16 @@ async fn queries_order_filter_and_paginate() {
 async fn error_records_are_stored_once_and_filtered() {
     let dir = TempDir::new().unwrap();
     let db = open(&dir);
-    let future = event_json(
+    let future = event(
         "s",
         "page interaction",
         "pageview",
         "2999-01-01 00:00:00",
         "/",
     );
-    let bad = raw(r#"{"session_id":"s","category":"page interaction","name":"cta click","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 00:00:00"}"#.into());
+    let bad = raw(
+        r#"{"session_id":"s","category":"page interaction","name":"cta click","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 00:00:00"}"#,
+    );
     enqueue(&db, "shop", &[("f".into(), future), ("b".into(), bad)])
         .await
         .unwrap();
@@ -373,7 +332,7 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
         processor(flaky.clone(), Arc::new(db.clone())),
         10,
     );
-    let e = event_json(
+    let e = event(
         "s",
         "page interaction",
         "pageview",
@@ -420,7 +379,7 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
         "shop",
         &[(
             "x".into(),
-            event_json(
+            event(
                 "s",
                 "page interaction",
                 "pageview",
@@ -506,7 +465,7 @@ async fn wal_files_stay_bounded_under_continuous_writes() {
                 n += 1;
                 (
                     format!("w{n}-{i}"),
-                    event_json(
+                    event(
                         &format!("s{}", n % 97),
                         "c",
                         "n",
@@ -567,7 +526,7 @@ async fn store_seconds(db: &Sqlite, secs: impl Iterator<Item = u32>) {
             let ts = format!("2021-01-01 09:00:{i:02}");
             (
                 format!("id-{i}"),
-                event_json("s", "page interaction", "pageview", &ts, &format!("/{i}")),
+                event("s", "page interaction", "pageview", &ts, &format!("/{i}")),
             )
         })
         .collect();
@@ -728,7 +687,7 @@ async fn a_chunked_index_run_covers_every_session_and_finishes_when_idle() {
                 let session = format!("session-{:02}", i % 30);
                 (
                     format!("id-{i}"),
-                    event_json(
+                    event(
                         &session,
                         "page interaction",
                         "pageview",

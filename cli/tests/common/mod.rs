@@ -11,6 +11,16 @@ use serde_json::Value;
 
 pub const EYE: &str = env!("CARGO_BIN_EXE_eye");
 
+/// The names of the events in an answer's `events` array, in order.
+pub fn names(answer: &Value) -> Vec<&str> {
+    answer["events"]
+        .as_array()
+        .expect("an `events` array")
+        .iter()
+        .map(|e| e["name"].as_str().expect("a name"))
+        .collect()
+}
+
 /// A running `eye serve`.
 pub struct Server {
     pub child: Child,
