@@ -309,9 +309,16 @@ async fn dlq(cmd: DlqCommand) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     use super::{Cli, Command};
+
+    /// Every command's arguments are consistent (clap checks names, conflicts
+    /// and defaults only when asked, or when a command runs).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 
     /// `eye serve` (clap) and the processor Lambda (`config::flag`) read
     /// `EYE_STRICT_TYPES` the same way. The only test here that sets the

@@ -21,15 +21,8 @@ pub struct EventsArgs {
     /// Events of this category.
     #[arg(long)]
     pub category: Option<String>,
-    /// From this time, inclusive.
-    #[arg(long)]
-    pub from: Option<String>,
-    /// Up to this time, exclusive.
-    #[arg(long)]
-    pub to: Option<String>,
-    /// Print at most this many.
-    #[arg(long)]
-    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub range: RangeArgs,
     #[command(flatten)]
     pub db: DbArg,
     #[command(flatten)]
@@ -41,19 +34,36 @@ pub struct ErrorsArgs {
     /// Only this code (timestamp_in_future, payload_invalid, unknown_event_type, invalid_event).
     #[arg(long)]
     pub code: Option<String>,
-    /// Received from this time, inclusive.
+    #[command(flatten)]
+    pub range: RangeArgs,
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// A time range and how much to print: of `timestamp` for events, of
+/// `received_at` for error records.
+#[derive(Args)]
+pub struct RangeArgs {
+    /// From this time, inclusive.
     #[arg(long)]
     pub from: Option<String>,
-    /// Received before this time, exclusive.
+    /// Up to this time, exclusive.
     #[arg(long)]
     pub to: Option<String>,
     /// Print at most this many.
     #[arg(long)]
     pub limit: Option<usize>,
-    #[command(flatten)]
-    pub db: DbArg,
-    #[command(flatten)]
-    pub backend: BackendArgs,
+}
+
+impl RangeArgs {
+    fn times(&self) -> Result<(Option<Timestamp>, Option<Timestamp>)> {
+        Ok((
+            parse_time("from", self.from.as_ref())?,
+            parse_time("to", self.to.as_ref())?,
+        ))
+    }
 }
 
 /// The query side of the chosen backend.
@@ -80,8 +90,7 @@ pub fn parse_time(flag: &str, value: Option<&String>) -> Result<Option<Timestamp
 }
 
 pub fn event_filter(args: &EventsArgs) -> Result<EventFilter> {
-    let from = parse_time("from", args.from.as_ref())?;
-    let to = parse_time("to", args.to.as_ref())?;
+    let (from, to) = args.range.times()?;
     match EventFilter::new(args.category.clone(), from, to) {
         Err(FilterError::NoSelection) => {
             bail!("give --session, or --category and/or --from/--to")
@@ -97,8 +106,7 @@ pub fn error_filter(args: &ErrorsArgs) -> Result<ErrorFilter> {
         }
         None => None,
     };
-    let from = parse_time("from", args.from.as_ref())?;
-    let to = parse_time("to", args.to.as_ref())?;
+    let (from, to) = args.range.times()?;
     Ok(ErrorFilter::new(code, from, to)?)
 }
 
@@ -137,11 +145,14 @@ pub async fn events(args: EventsArgs) -> Result<()> {
     let (events, _) = stores(&args.backend, &args.db).await?;
     match &args.session {
         Some(session) => {
-            print_pages(args.limit, |page| events.session_events(session, page)).await?
+            print_pages(args.range.limit, |page| {
+                events.session_events(session, page)
+            })
+            .await?
         }
         None => {
             let filter = event_filter(&args)?;
-            print_pages(args.limit, |page| {
+            print_pages(args.range.limit, |page| {
                 let events = events.clone();
                 let filter = filter.clone();
                 async move { events.find_events(&filter, page).await }
@@ -155,7 +166,7 @@ pub async fn events(args: EventsArgs) -> Result<()> {
 pub async fn errors(args: ErrorsArgs) -> Result<()> {
     let (_, errors) = stores(&args.backend, &args.db).await?;
     let filter = error_filter(&args)?;
-    print_pages(args.limit, |page| {
+    print_pages(args.range.limit, |page| {
         let errors = errors.clone();
         let filter = filter.clone();
         async move { errors.find_errors(&filter, page).await }

@@ -12,8 +12,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
 use eye_shared::domain::keys::{Seq, ts_seq};
 use eye_shared::domain::{
-    Context, Limits, MESSAGE_VERSION, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, StoredEvent,
-    Timestamp, Verdict, judge, parse_body,
+    Context, Limits, QueuedBatch, QueuedEvent, Rules, SchemaRegistry, StoredEvent, Timestamp,
+    Verdict, judge, parse_body,
 };
 use eye_shared::ports::EventStore;
 use serde_json::value::RawValue;
@@ -97,20 +97,15 @@ fn processing(c: &mut Criterion) {
         .map(|_| RawValue::from_string(SEED.to_owned()).unwrap())
         .collect();
     let ids: Vec<String> = (0..50).map(|i| format!("evt-{i}")).collect();
-    let batch = QueuedBatch {
-        v: MESSAGE_VERSION,
-        app: "shop".into(),
-        received_at: ctx.received_at,
-        sent_at: None,
-        events: raws
-            .iter()
-            .zip(&ids)
-            .map(|(e, id)| QueuedEvent {
-                event_id: id.into(),
-                event: e,
-            })
-            .collect(),
-    };
+    let events = raws
+        .iter()
+        .zip(&ids)
+        .map(|(e, id)| QueuedEvent {
+            event_id: id.into(),
+            event: e,
+        })
+        .collect();
+    let batch = QueuedBatch::new("shop", ctx.received_at, None, events);
     let body = batch.encode(usize::MAX).remove(0).body;
     g.throughput(Throughput::Elements(50));
     g.bench_function("encode_message_of_50", |b| {

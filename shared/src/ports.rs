@@ -81,6 +81,14 @@ impl<T> Page<T> {
         Page { items, next }
     }
 
+    /// The same page with each item decoded, or the first decoding error.
+    pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page {
+            items: self.items.into_iter().map(f).collect::<Result<_, _>>()?,
+            next: self.next,
+        })
+    }
+
     /// The same page with each item mapped.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {

@@ -8,12 +8,7 @@ use lambda_http::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_ansi(false)
-        .without_time()
-        .with_current_span(false)
-        .init();
+    eye_shared::lambda::init_json_logs();
     let queue_url = std::env::var("EYE_QUEUE_URL").map_err(|_| "EYE_QUEUE_URL is not set")?;
     let keys = eye_ingest::gateway_keys(&[
         std::env::var("EYE_API_KEY_APPS").ok().as_deref(),

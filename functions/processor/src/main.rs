@@ -11,12 +11,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_ansi(false)
-        .without_time()
-        .with_current_span(false)
-        .init();
+    eye_shared::lambda::init_json_logs();
     let store_config = DynamoConfig {
         events_table: text_from_env("EYE_EVENTS_TABLE")?,
         errors_table: text_from_env("EYE_ERRORS_TABLE")?,

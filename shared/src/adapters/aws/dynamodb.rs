@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use super::{CallCounts, classify};
 use crate::domain::keys::Seq;
-use crate::domain::range::{FilterError, KeyRange};
+use crate::domain::range::KeyRange;
 use crate::domain::{ErrorCode, ErrorRecord, StoredEvent, Timestamp};
 use crate::ports::{
     BackendError, ErrorFilter, ErrorQuery, ErrorStore, EventFilter, EventQuery, EventStore, Page,
@@ -206,16 +206,6 @@ impl DynamoStore {
         merged.truncate(want);
         Ok(merged)
     }
-}
-
-/// A query's key range, or `None` when no key can be in it (a cursor past
-/// `to`), which DynamoDB would refuse as a `BETWEEN` with lower > upper.
-fn non_empty(range: KeyRange) -> Option<KeyRange> {
-    (!range.is_empty()).then_some(range)
-}
-
-fn unsupported(e: FilterError) -> BackendError {
-    BackendError::Unsupported(e.to_string())
 }
 
 fn s<'a>(item: &'a Item, name: &str) -> &'a str {
@@ -432,19 +422,6 @@ impl ErrorStore for DynamoStore {
     }
 }
 
-fn page_of<T>(
-    items: Vec<Item>,
-    limit: usize,
-    key: &str,
-    decode: fn(&Item) -> Result<T, BackendError>,
-) -> Result<Page<T>, BackendError> {
-    let page = Page::from_fetched(items, limit, |item| s(item, key).to_owned());
-    Ok(Page {
-        items: page.items.iter().map(decode).collect::<Result<_, _>>()?,
-        next: page.next,
-    })
-}
-
 #[async_trait]
 impl EventQuery for DynamoStore {
     async fn session_events(
@@ -452,14 +429,7 @@ impl EventQuery for DynamoStore {
         session_id: &str,
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
-        let Some(range) = non_empty(KeyRange::new(page.after.as_deref(), None, None)) else {
-            return Ok(Page::from_fetched(
-                Vec::new(),
-                page.limit,
-                |e: &StoredEvent| e.session_key(),
-            ));
-        };
-        let (lo, hi) = range.inclusive();
+        let (lo, hi) = KeyRange::new(page.after.as_deref(), None, None).inclusive();
         let items = self
             .query_partition(
                 &self.config.events_table,
@@ -469,7 +439,8 @@ impl EventQuery for DynamoStore {
                 page.limit + 1,
             )
             .await?;
-        page_of(items, page.limit, "ts_seq", event_from_item)
+        Page::from_fetched(items, page.limit, |item| s(item, "ts_seq").to_owned())
+            .try_map(|item| event_from_item(&item))
     }
 
     async fn find_events(
@@ -477,38 +448,14 @@ impl EventQuery for DynamoStore {
         filter: &EventFilter,
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
-        let Some(range) = non_empty(KeyRange::new(page.after.as_deref(), filter.from, filter.to))
-        else {
-            return Ok(Page::from_fetched(
-                Vec::new(),
-                page.limit,
-                StoredEvent::time_key,
-            ));
-        };
-        let (lo, hi) = range.inclusive();
-        let want = page.limit + 1;
+        let by_category = filter
+            .category
+            .as_ref()
+            .map(|c| ("by_category", "cat_pk", c.clone()));
         let table = &self.config.events_table;
-        let items = match &filter.category {
-            Some(category) => {
-                self.fan_out(
-                    table,
-                    "by_category",
-                    "cat_pk",
-                    std::slice::from_ref(category),
-                    (&lo, &hi),
-                    want,
-                )
-                .await?
-            }
-            None => {
-                let days = range
-                    .days(filter.from, filter.to, Timestamp::now())
-                    .map_err(unsupported)?;
-                self.fan_out(table, "by_time", "day_pk", &days, (&lo, &hi), want)
-                    .await?
-            }
-        };
-        page_of(items, page.limit, "t", event_from_item)
+        self.find_in_index(table, by_category, (filter.from, filter.to), page)
+            .await?
+            .try_map(|item| event_from_item(&item))
     }
 }
 
@@ -519,38 +466,53 @@ impl ErrorQuery for DynamoStore {
         filter: &ErrorFilter,
         page: PageRequest,
     ) -> Result<Page<ErrorRecord>, BackendError> {
-        let Some(range) = non_empty(KeyRange::new(page.after.as_deref(), filter.from, filter.to))
-        else {
-            return Ok(Page::from_fetched(
-                Vec::new(),
-                page.limit,
-                ErrorRecord::time_key,
-            ));
-        };
+        let by_code = filter
+            .code
+            .map(|c| ("by_code", "code_pk", c.as_str().to_owned()));
+        let table = &self.config.errors_table;
+        self.find_in_index(table, by_code, (filter.from, filter.to), page)
+            .await?
+            .try_map(|item| error_from_item(&item))
+    }
+}
+
+impl DynamoStore {
+    /// One page of items by `t`, from `[from, to)` after the page's cursor:
+    /// from the shards of one key of an index (`(index, key attribute,
+    /// value)`: a category, a code), or else from the day buckets of `by_time`.
+    async fn find_in_index(
+        &self,
+        table: &str,
+        by_key: Option<(&str, &str, String)>,
+        (from, to): (Option<Timestamp>, Option<Timestamp>),
+        page: PageRequest,
+    ) -> Result<Page<Item>, BackendError> {
+        let range = KeyRange::new(page.after.as_deref(), from, to);
+        if range.is_empty() {
+            // A cursor past `to`: DynamoDB would refuse the BETWEEN.
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
         let (lo, hi) = range.inclusive();
         let want = page.limit + 1;
-        let table = &self.config.errors_table;
-        let items = match filter.code {
-            Some(code) => {
-                self.fan_out(
-                    table,
-                    "by_code",
-                    "code_pk",
-                    &[code.as_str().to_owned()],
-                    (&lo, &hi),
-                    want,
-                )
-                .await?
+        let items = match by_key {
+            Some((index, attribute, key)) => {
+                self.fan_out(table, index, attribute, &[key], (&lo, &hi), want)
+                    .await?
             }
             None => {
                 let days = range
-                    .days(filter.from, filter.to, Timestamp::now())
-                    .map_err(unsupported)?;
+                    .days(from, to, Timestamp::now())
+                    .map_err(|e| BackendError::Unsupported(e.to_string()))?;
                 self.fan_out(table, "by_time", "day_pk", &days, (&lo, &hi), want)
                     .await?
             }
         };
-        page_of(items, page.limit, "t", error_from_item)
+        Ok(Page::from_fetched(items, page.limit, |item| {
+            s(item, "t").to_owned()
+        }))
     }
 }
 
