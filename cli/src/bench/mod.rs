@@ -11,7 +11,6 @@
 //! end-to-end lag, and the sustained stored rate once the load stops.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +20,13 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use eye_shared::domain::Timestamp;
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+mod generator;
+mod report;
+
+use generator::Generator;
+use report::{build_report, human, proc_sample};
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -94,93 +99,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Builds request bodies: seed-style events, unique per event.
-struct Generator {
-    run: String,
-    sessions: usize,
-    invalid_ratio: f64,
-    future_ratio: f64,
-    counter: AtomicU64,
-}
-
-impl Generator {
-    /// A cheap, deterministic pseudo-random number in [0, 1) for event `n`.
-    fn unit(n: u64, salt: u64) -> f64 {
-        let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt;
-        x ^= x >> 31;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 27;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A JSON array of `batch` events; `probe` puts them all in one fresh session.
-    fn body(&self, batch: usize, probe: Option<&str>) -> (String, u64) {
-        let mut out = String::with_capacity(batch * 260 + 2);
-        let mut valid = 0;
-        out.push('[');
-        let now = Timestamp::now();
-        for i in 0..batch {
-            let n = self.counter.fetch_add(1, Ordering::Relaxed);
-            if i > 0 {
-                out.push(',');
-            }
-            let session = match probe {
-                Some(p) => p.to_owned(),
-                None => format!(
-                    "{}-s{}",
-                    self.run,
-                    (Self::unit(n, 1) * self.sessions as f64) as usize
-                ),
-            };
-            let invalid = probe.is_none() && Self::unit(n, 2) < self.invalid_ratio;
-            let future = probe.is_none() && !invalid && Self::unit(n, 3) < self.future_ratio;
-            let timestamp = if future {
-                now.add_micros(3_600_000_000)
-            } else {
-                now.add_micros(i as i64)
-            };
-            let kind = Self::unit(n, 4);
-            let (category, name, extra) = if kind < 0.6 {
-                ("page interaction", "pageview", String::new())
-            } else if kind < 0.9 {
-                (
-                    "page interaction",
-                    "cta click",
-                    if invalid {
-                        String::new()
-                    } else {
-                        r#","element":"chat bubble""#.into()
-                    },
-                )
-            } else {
-                (
-                    "form interaction",
-                    "submit",
-                    if invalid {
-                        String::new()
-                    } else {
-                        r#","form":{"first_name":"John","last_name":"Doe"}"#.into()
-                    },
-                )
-            };
-            let host = if invalid && name == "pageview" {
-                ""
-            } else {
-                r#""host":"www.consumeraffairs.com","#
-            };
-            let _ = write!(
-                out,
-                r#"{{"session_id":"{session}","category":"{category}","name":"{name}","data":{{{host}"path":"/p/{n}"{extra}}},"timestamp":"{timestamp}"}}"#
-            );
-            if !invalid && !future {
-                valid += 1;
-            }
-        }
-        out.push(']');
-        (out, valid)
-    }
-}
-
 #[derive(Default)]
 struct Tally {
     latency: Mutex<Option<Histogram<u64>>>,
@@ -219,23 +137,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Probe {
     session: String,
     accepted_at: Instant,
-}
-
-/// CPU time (ms) and peak/current RSS (KiB) of a process, from /proc.
-fn proc_sample(pid: u32) -> Option<(f64, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    // Linux reports CPU time in clock ticks of 1/100 s on every common configuration.
-    Some((ticks * 10.0, kib("VmHWM:")?, kib("VmRSS:")?))
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -494,144 +395,6 @@ async fn progress(tally: Arc<Tally>, start: Instant) {
     }
 }
 
-fn build_report(
-    args: &BenchArgs,
-    tally: &Tally,
-    sending: Duration,
-    drained: Option<Duration>,
-    lags: &[Duration],
-    cpu_before: Option<(f64, u64, u64)>,
-    cpu_after: Option<(f64, u64, u64)>,
-) -> Value {
-    let secs = sending.as_secs_f64();
-    let requests = tally.requests.load(Ordering::Relaxed);
-    let accepted = tally.accepted_events.load(Ordering::Relaxed);
-    let valid = tally.accepted_valid.load(Ordering::Relaxed);
-    let ms = |us: u64| us as f64 / 1000.0;
-    let latency = lock(&tally.latency).as_ref().map(|h| {
-        json!({
-            "p50": ms(h.value_at_quantile(0.50)),
-            "p90": ms(h.value_at_quantile(0.90)),
-            "p99": ms(h.value_at_quantile(0.99)),
-            "p99_9": ms(h.value_at_quantile(0.999)),
-            "max": ms(h.max()),
-        })
-    });
-    let mut sorted: Vec<f64> = lags.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    sorted.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        sorted
-            .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-    };
-    let server = match (cpu_before, cpu_after) {
-        (Some((cpu0, _, _)), Some((cpu1, hwm, rss))) => json!({
-            "cpu_ms": cpu1 - cpu0,
-            "cpu_ms_per_stored_event": if valid > 0 { Some((cpu1 - cpu0) / valid as f64) } else { None },
-            "peak_rss_mib": hwm as f64 / 1024.0,
-            "rss_mib_at_end": rss as f64 / 1024.0,
-        }),
-        _ => Value::Null,
-    };
-    json!({
-        "config": {
-            "url": args.url,
-            "mode": if args.rate.is_some() { "open-loop" } else { "closed-loop" },
-            "rate_events_per_s": args.rate,
-            "concurrency": if args.rate.is_none() { Some(args.concurrency.unwrap_or(16)) } else { None },
-            "batch": args.batch,
-            "duration_s": args.duration.as_secs_f64(),
-            "sessions": args.sessions,
-            "invalid_ratio": args.invalid_ratio,
-            "future_ratio": args.future_ratio,
-        },
-        "requests": requests,
-        "requests_per_s": requests as f64 / secs,
-        "events_accepted": accepted,
-        "events_per_s_accepted": accepted as f64 / secs,
-        "skipped_by_generator": tally.skipped.load(Ordering::Relaxed),
-        "latency_ms": latency,
-        "status": *lock(&tally.status),
-        "lag_ms": if sorted.is_empty() { Value::Null } else { json!({"p50": pct(0.5), "p99": pct(0.99), "max": sorted.last(), "samples": sorted.len()}) },
-        "stored_events_per_s": drained.map(|d| valid as f64 / d.as_secs_f64()),
-        "drained_after_s": drained.map(|d| d.as_secs_f64()),
-        "server": server,
-    })
-}
-
-fn human(r: &Value) -> String {
-    let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
-    let mut out = String::new();
-    let c = &r["config"];
-    let _ = writeln!(
-        out,
-        "\n{} run: batch {}, {} sessions, {} s{}",
-        c["mode"].as_str().unwrap_or(""),
-        c["batch"],
-        c["sessions"],
-        f(&c["duration_s"]),
-        c["rate_events_per_s"]
-            .as_f64()
-            .map_or(String::new(), |r| format!(", offered {r:.0} events/s"))
-    );
-    let _ = writeln!(
-        out,
-        "  requests/s            {:>12}",
-        f(&r["requests_per_s"])
-    );
-    let _ = writeln!(
-        out,
-        "  events/s accepted     {:>12}",
-        f(&r["events_per_s_accepted"])
-    );
-    let l = &r["latency_ms"];
-    let _ = writeln!(
-        out,
-        "  accept latency (ms)   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        f(&l["p50"]),
-        f(&l["p90"]),
-        f(&l["p99"]),
-        f(&l["p99_9"]),
-        f(&l["max"])
-    );
-    let _ = writeln!(out, "  status                {}", r["status"]);
-    if r["skipped_by_generator"].as_u64().unwrap_or(0) > 0 {
-        let _ = writeln!(
-            out,
-            "  skipped (in-flight limit) {}",
-            r["skipped_by_generator"]
-        );
-    }
-    if !r["lag_ms"].is_null() {
-        let lag = &r["lag_ms"];
-        let _ = writeln!(
-            out,
-            "  lag to queryable (ms) p50 {}  p99 {}  max {}  ({} probes)",
-            f(&lag["p50"]),
-            f(&lag["p99"]),
-            f(&lag["max"]),
-            lag["samples"]
-        );
-        let _ = writeln!(
-            out,
-            "  stored events/s       {:>12}",
-            f(&r["stored_events_per_s"])
-        );
-    }
-    if !r["server"].is_null() {
-        let s = &r["server"];
-        let _ = writeln!(
-            out,
-            "  server CPU ms/event   {:>12}",
-            s["cpu_ms_per_stored_event"]
-                .as_f64()
-                .map_or("-".into(), |x| format!("{x:.4}"))
-        );
-        let _ = writeln!(out, "  server peak RSS MiB   {:>12}", f(&s["peak_rss_mib"]));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,41 +408,5 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3y").is_err());
-    }
-
-    #[test]
-    fn generated_events_are_unique_valid_json_and_follow_the_mix() {
-        let g = Generator {
-            run: "r".into(),
-            sessions: 10,
-            invalid_ratio: 0.2,
-            future_ratio: 0.1,
-            counter: AtomicU64::new(0),
-        };
-        let mut invalid = 0;
-        let mut future = 0;
-        let mut paths = std::collections::HashSet::new();
-        let registry = eye_shared::domain::SchemaRegistry::builtin().unwrap();
-        for _ in 0..100 {
-            let (body, valid) = g.body(50, None);
-            let env = eye_shared::domain::parse_body(body.as_bytes(), &Default::default())
-                .expect("the envelope is valid");
-            let mut counted_valid = 0;
-            for e in &env.events {
-                assert!(paths.insert(e.data.get().to_owned()), "every event differs");
-                let data: Value = serde_json::from_str(e.data.get()).unwrap();
-                let ok = registry.check(&e.category, &e.name, &data)
-                    == eye_shared::domain::SchemaCheck::Valid;
-                let ahead = e.timestamp > Timestamp::now().add_micros(60_000_000);
-                invalid += usize::from(!ok);
-                future += usize::from(ahead);
-                counted_valid += u64::from(ok && !ahead);
-            }
-            assert_eq!(counted_valid, valid);
-        }
-        assert!((800..1200).contains(&invalid), "{invalid} invalid of 5000");
-        assert!((300..700).contains(&future), "{future} future of 5000");
-        let (probe, _) = g.body(3, Some("probe-1"));
-        assert_eq!(probe.matches(r#""session_id":"probe-1""#).count(), 3);
     }
 }
