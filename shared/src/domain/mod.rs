@@ -1,5 +1,11 @@
-//! The pure domain: the event model, envelope parsing, validation and key
-//! encoding. Nothing here knows about HTTP, SQLite or AWS.
+//! The pure domain: nothing here knows about HTTP, SQLite or AWS.
+//! - the event: [`model`] (stored events, error records), [`time`],
+//!   [`envelope`] (what a client may send), [`message`] (the queue message),
+//!   [`keys`] (sort keys and event ids), [`schema`] and [`judge`] (one
+//!   event's verdict);
+//! - the policy every backend applies: [`range`] (query ranges, filters, day
+//!   buckets), [`redelivery`] (retry or dead letter), [`admission`] (the
+//!   backlog limit) and [`api_key`] (key format, hashing, the check).
 
 pub mod admission;
 pub mod api_key;
