@@ -5,8 +5,12 @@ mod bench;
 mod cost;
 mod query;
 mod serve;
+mod server;
+mod slots;
 
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -101,10 +105,23 @@ pub struct DbArg {
 }
 
 impl DbArg {
-    /// Opens the database (creating it if needed).
+    /// Opens the database, creating it if needed: for the commands that make
+    /// one (`serve`, `bootstrap`, `keys create`).
     pub fn open(&self) -> Result<Sqlite> {
         Sqlite::open(SqliteConfig::new(&self.db))
             .with_context(|| format!("opening {}", self.db.display()))
+    }
+
+    /// Opens a database that must exist: every other command reads or
+    /// changes one, and never creates a file or a directory.
+    pub fn open_existing(&self) -> Result<Sqlite> {
+        if !self.db.is_file() {
+            bail!(
+                "no database at {}; give --db (or EYE_DB), or create it with `eye serve` or `eye keys create`",
+                self.db.display()
+            );
+        }
+        self.open()
     }
 }
 
@@ -179,13 +196,30 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn main() -> Result<()> {
+/// How long, once a command is done or has failed, its background work may
+/// take to stop before the process exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(run(cli.command))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(cli.command));
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+            result
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let _ = writeln!(std::io::stderr(), "eye: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -246,7 +280,7 @@ fn keys(cmd: KeysCommand) -> Result<()> {
             println!("{key}");
         }
         KeysCommand::List { json, db } => {
-            let keys = db.open()?.list_keys()?;
+            let keys = db.open_existing()?.list_keys()?;
             if json {
                 for k in keys {
                     println!("{}", serde_json::to_string(&k)?);
@@ -270,7 +304,7 @@ fn keys(cmd: KeysCommand) -> Result<()> {
             }
         }
         KeysCommand::Revoke { id, db } => {
-            if db.open()?.revoke_key(&id)? {
+            if db.open_existing()?.revoke_key(&id)? {
                 println!("Revoked {id}. Running servers stop accepting it within 2 seconds.");
             } else {
                 bail!("no live key with id {id}; see `eye keys list`");
@@ -283,7 +317,7 @@ fn keys(cmd: KeysCommand) -> Result<()> {
 async fn dlq(cmd: DlqCommand) -> Result<()> {
     let (DlqCommand::List { backend, db } | DlqCommand::Redrive { backend, db }) = &cmd;
     let letters: Box<dyn DeadLetters> = match backend.backend {
-        Backend::Sqlite => Box::new(db.open()?),
+        Backend::Sqlite => Box::new(db.open_existing()?),
         Backend::Aws => {
             let aws = aws::Aws::connect(&backend.aws).await;
             Box::new(SqsDeadLetters::new(

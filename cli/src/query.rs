@@ -73,7 +73,7 @@ async fn stores(
 ) -> Result<(Arc<dyn EventQuery>, Arc<dyn ErrorQuery>)> {
     Ok(match backend.backend {
         Backend::Sqlite => {
-            let db = db.open()?;
+            let db = db.open_existing()?;
             (Arc::new(db.clone()), Arc::new(db))
         }
         Backend::Aws => {

@@ -1,9 +1,11 @@
 //! `eye serve`: the HTTP API (axum), the processor worker and the query API in
 //! one process, over the embedded SQLite backend.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -24,6 +26,8 @@ use http::{StatusCode, header};
 use http_body_util::LengthLimitError;
 use tokio::sync::{Semaphore, watch};
 
+use crate::server::{self, ConnectionLimits};
+use crate::slots::Slots;
 use crate::{Backend, BackendArgs, DbArg};
 
 #[derive(Args)]
@@ -52,6 +56,22 @@ pub struct ServeArgs {
     /// Requests handled at once; more get 503 at once.
     #[arg(long, default_value_t = config::MAX_IN_FLIGHT, env = "EYE_MAX_IN_FLIGHT")]
     pub max_in_flight: usize,
+    /// Requests one application's keys may have in flight; more get 503.
+    #[arg(long, default_value_t = config::MAX_IN_FLIGHT_PER_APP, env = "EYE_MAX_IN_FLIGHT_PER_APP")]
+    pub max_in_flight_per_app: usize,
+    /// Open connections; a new one past this is closed at once.
+    #[arg(long, default_value_t = config::MAX_CONNECTIONS, env = "EYE_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Open connections from one address.
+    #[arg(long, default_value_t = config::MAX_CONNECTIONS_PER_ADDRESS, env = "EYE_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: usize,
+    /// Seconds to send a request's headers; also how long an idle kept-alive
+    /// connection stays open.
+    #[arg(long, default_value_t = config::HEADER_TIMEOUT.as_secs(), env = "EYE_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: u64,
+    /// Seconds to send a whole request body; then 408 and the connection closes.
+    #[arg(long, default_value_t = config::BODY_TIMEOUT.as_secs(), env = "EYE_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: u64,
 }
 
 /// How the processor judges events.
@@ -103,6 +123,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ..SqliteConfig::new(&args.db.db)
     })
     .with_context(|| format!("opening {}", args.db.db.display()))?;
+    // Listen before anything else starts, so "the port is taken" is the first
+    // and only thing a user hears of a failed start.
+    let listener = bind(args.listen).await?;
     let auth = Arc::new(ApiKeyAuth(Arc::new(db.clone())));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (api, worker) = match args.backend.backend {
@@ -167,82 +190,146 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
 
     if !db.has_keys()? {
-        eprintln!(
+        // Not eprintln!, which panics when stderr is closed.
+        let _ = writeln!(
+            std::io::stderr(),
             "No API keys yet. Create one in another terminal:\n  eye keys create --app my-app --scope ingest --scope query --db {}",
             args.db.db.display()
         );
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
         db = %args.db.db.display(),
         "The Eye is listening; API docs at http://{}/",
         listener.local_addr()?
     );
-    axum::serve(listener, router(api, args.max_in_flight))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let request_limits = RequestLimits {
+        max_in_flight: args.max_in_flight,
+        max_in_flight_per_app: args.max_in_flight_per_app,
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+    };
+    let connection_limits = ConnectionLimits {
+        max_connections: args.max_connections,
+        max_per_address: args.max_connections_per_address,
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        shutdown_grace: config::SHUTDOWN_GRACE,
+    };
+    server::serve(
+        listener,
+        router(api, request_limits),
+        connection_limits,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("stopping: in-flight requests are answered, the worker finishes its batch");
     let _ = stop_tx.send(true);
     worker.await?;
     Ok(())
 }
 
+/// Binds the listening socket, with an error that says what to do.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another process is listening there; stop it, or choose another --listen"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "that address is not on this machine; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need privileges; choose a port from 1024 up"
+            }
+            _ => "check --listen",
+        };
+        anyhow::anyhow!("cannot listen on {addr}: {e}; {hint}")
+    })
+}
+
+/// What the request path needs besides the API.
 struct ServerState {
     api: Api,
     in_flight: Semaphore,
+    per_app: Slots<String>,
+    body_timeout: Duration,
 }
 
-/// The axum side: every request goes to [`Api::handle`].
-pub fn router(api: Api, max_in_flight: usize) -> Router {
+/// The request limits of the local server.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Requests in flight in all.
+    pub max_in_flight: usize,
+    /// Requests in flight per application.
+    pub max_in_flight_per_app: usize,
+    /// Time to send a whole body.
+    pub body_timeout: Duration,
+}
+
+/// The axum side: every request goes to [`Api::admit`], then, within the
+/// request limits, to [`Api::handle_admitted`].
+pub fn router(api: Api, limits: RequestLimits) -> Router {
     let state = Arc::new(ServerState {
         api,
-        in_flight: Semaphore::new(max_in_flight),
+        in_flight: Semaphore::new(limits.max_in_flight),
+        per_app: Slots::new(limits.max_in_flight_per_app),
+        body_timeout: limits.body_timeout,
     });
     Router::new().fallback(handle).with_state(state)
 }
 
-async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response {
-    let Ok(_permit) = state.in_flight.try_acquire() else {
-        let retry = config::RETRY_AFTER_SECS;
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("the server is at its limit of requests in flight; retry after {retry}s"),
-        )
+fn busy(message: String) -> Response {
+    let retry = config::RETRY_AFTER_SECS;
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         .with_retry_after(retry)
         .into_response()
-        .map(Body::from);
+        .map(Body::from)
+}
+
+async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    // Cheap checks first: the route and the key, from the head alone. A
+    // request without a valid key takes no slot and is not read further.
+    let admitted = match state.api.admit(&parts).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.map(Body::from),
+    };
+    let retry = config::RETRY_AFTER_SECS;
+    let _app_slot = match admitted.app() {
+        Some(app) => match state.per_app.try_acquire(&app.to_owned()) {
+            Some(slot) => Some(slot),
+            None => {
+                return busy(format!(
+                    "application {app:?} has {} requests in flight, its limit; retry after {retry}s",
+                    state.per_app.max()
+                ));
+            }
+        },
+        None => None,
+    };
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return busy(format!(
+            "the server is at its limit of requests in flight; retry after {retry}s"
+        ));
     };
     let max = state.api.limits().max_body_bytes;
-    let (parts, body) = req.into_parts();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > max) {
-        return state
-            .api
-            .handle_oversized(http::Request::from_parts(parts, ()))
-            .await
-            .map(Body::from);
+        return state.api.payload_too_large().map(Body::from);
     }
-    let bytes: Bytes = match axum::body::to_bytes(body, max).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
+    let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, max)).await;
+    let bytes: Bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.downcast_ref::<LengthLimitError>().is_some())
                 || e.to_string().contains("length limit");
             if too_large {
-                return state
-                    .api
-                    .handle_oversized(http::Request::from_parts(parts, ()))
-                    .await
-                    .map(Body::from);
+                return state.api.payload_too_large().map(Body::from);
             }
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -252,10 +339,25 @@ async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response
             .into_response()
             .map(Body::from);
         }
+        Err(_) => {
+            let mut r = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {}s; nothing was accepted, send it again",
+                    state.body_timeout.as_secs()
+                ),
+            )
+            .into_response()
+            .map(Body::from);
+            r.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            return r;
+        }
     };
     state
         .api
-        .handle(http::Request::from_parts(parts, bytes))
+        .handle_admitted(admitted, http::Request::from_parts(parts, bytes))
         .await
         .map(Body::from)
 }

@@ -33,6 +33,28 @@ pub const RETENTION_FOREVER: u32 = 0;
 /// Requests the local server handles at once; more get 503 at once.
 pub const MAX_IN_FLIGHT: usize = 2048;
 
+/// Requests one application's keys may have in flight at once, so that one
+/// client cannot take every slot of [`MAX_IN_FLIGHT`].
+pub const MAX_IN_FLIGHT_PER_APP: usize = 1024;
+
+/// Open connections the local server keeps; past it, a new connection is
+/// closed at once and the open ones go on being served.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Open connections from one address.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+
+/// Time a client has to send a request's headers, on a new connection and
+/// between the requests of a kept-alive one (hyper's `header_read_timeout`,
+/// which is both): a silent or idle connection is closed after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time a client has to send a whole request body (at most 1 MiB).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time a stopping server gives the requests in flight before it exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// How long ingest waits for the queue before answering 503.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 

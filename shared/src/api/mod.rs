@@ -10,12 +10,13 @@ mod auth;
 mod error;
 mod query;
 mod response;
+mod route;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use serde_json::json;
 
 pub use auth::{ApiKeyAuth, Authenticator, GatewayAuth, GatewayIdentity};
@@ -25,13 +26,28 @@ pub use response::json_response;
 use crate::app::ingest::{Ingest, IngestError};
 use crate::domain::Limits;
 use crate::ports::{ErrorQuery, EventQuery, EventQueue, Principal, Scope, StatusSource};
-use error::{envelope_error, method_not_allowed, queries_not_served, unavailable};
+use error::{envelope_error, queries_not_served, unavailable};
 use response::{html, page_response, raw_json};
+use route::Route;
 
 /// The landing page.
 const INDEX_HTML: &str = include_str!("index.html");
 /// The OpenAPI 3 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// A request whose route and key [`Api::admit`] checked.
+#[derive(Debug)]
+pub struct Admitted {
+    route: Route,
+    principal: Option<Principal>,
+}
+
+impl Admitted {
+    /// The application of the request's key; `None` on the public routes.
+    pub fn app(&self) -> Option<&str> {
+        self.principal.as_ref().map(|p| p.app.as_str())
+    }
+}
 
 /// The HTTP API over the ports.
 #[derive(Clone)]
@@ -91,18 +107,27 @@ impl Api {
         self.ingest.limits()
     }
 
-    /// Answers a request whose body was not read because it is over
-    /// [`Limits::max_body_bytes`]: 403 for a bad key, as always, else 413.
-    pub async fn handle_oversized(&self, req: Request<()>) -> Response<Bytes> {
-        let (parts, ()) = req.into_parts();
-        let scope = if parts.method == Method::POST {
-            Scope::Ingest
-        } else {
-            Scope::Query
+    /// Checks what can be checked from the request's head alone: the route
+    /// (404, 405) and the key (403, or 503 if the key store is down). A
+    /// server calls this before it takes an in-flight slot or reads a byte
+    /// of the body, so a request without a valid key costs neither.
+    pub async fn admit(&self, parts: &http::request::Parts) -> Result<Admitted, Response<Bytes>> {
+        let route =
+            Route::resolve(&parts.method, parts.uri.path()).map_err(ApiError::into_response)?;
+        let principal = match route.scope() {
+            Some(scope) => Some(
+                self.authorize(parts, scope)
+                    .await
+                    .map_err(ApiError::into_response)?,
+            ),
+            None => None,
         };
-        if let Err(e) = self.authorize(&parts, scope).await {
-            return e.into_response();
-        }
+        Ok(Admitted { route, principal })
+    }
+
+    /// The answer to an admitted request whose body is over
+    /// [`Limits::max_body_bytes`], and so was not read.
+    pub fn payload_too_large(&self) -> Response<Bytes> {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -114,36 +139,36 @@ impl Api {
         .into_response()
     }
 
-    /// Answers one request.
+    /// Answers one request: [`Api::admit`], then [`Api::handle_admitted`].
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
         let (parts, body) = req.into_parts();
-        let path = parts.uri.path();
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let method = &parts.method;
-        let result = match (segments.as_slice(), method) {
-            ([""], &Method::GET) => Ok(html(INDEX_HTML)),
-            (["health"], &Method::GET) => Ok(self.health().await),
-            (["openapi.json"], &Method::GET) => Ok(raw_json(StatusCode::OK, OPENAPI_JSON)),
-            (["v1", "events"], &Method::POST) => self.ingest(&parts, body).await,
-            (["v1", "events"], &Method::GET) => self.find_events(&parts).await,
-            (["v1", "sessions", session, "events"], &Method::GET) => {
-                self.session_events(&parts, session).await
+        match self.admit(&parts).await {
+            Ok(admitted) => {
+                self.handle_admitted(admitted, Request::from_parts(parts, body))
+                    .await
             }
-            (["v1", "errors"], &Method::GET) => self.find_errors(&parts).await,
-            (
-                [""]
-                | ["health"]
-                | ["openapi.json"]
-                | ["v1", "errors"]
-                | ["v1", "sessions", _, "events"],
-                _,
-            ) => Err(method_not_allowed("GET")),
-            (["v1", "events"], _) => Err(method_not_allowed("GET, POST")),
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no route for {method} {path}; see GET /openapi.json"),
-            )),
+            Err(refused) => refused,
+        }
+    }
+
+    /// Answers a request that [`Api::admit`] let through.
+    pub async fn handle_admitted(
+        &self,
+        admitted: Admitted,
+        req: Request<Bytes>,
+    ) -> Response<Bytes> {
+        let (parts, body) = req.into_parts();
+        let Admitted { route, principal } = admitted;
+        let result = match (route, principal) {
+            (Route::Index, _) => Ok(html(INDEX_HTML)),
+            (Route::Health, _) => Ok(self.health().await),
+            (Route::OpenApi, _) => Ok(raw_json(StatusCode::OK, OPENAPI_JSON)),
+            (Route::Ingest, Some(principal)) => self.ingest(&parts, &principal, body).await,
+            (Route::FindEvents, Some(_)) => self.find_events(&parts).await,
+            (Route::SessionEvents(session), Some(_)) => self.session_events(&parts, &session).await,
+            (Route::FindErrors, Some(_)) => self.find_errors(&parts).await,
+            // Admitted without a principal: only public routes are.
+            (_, None) => Err(ApiError::Forbidden),
         };
         result.unwrap_or_else(ApiError::into_response)
     }
@@ -184,9 +209,9 @@ impl Api {
     async fn ingest(
         &self,
         parts: &http::request::Parts,
+        principal: &Principal,
         body: Bytes,
     ) -> Result<Response<Bytes>, ApiError> {
-        let principal = self.authorize(parts, Scope::Ingest).await?;
         check_content_type(parts)?;
         match self.ingest.accept(&principal.app, &body).await {
             Ok(accepted) => Ok(json_response(
@@ -205,7 +230,6 @@ impl Api {
         parts: &http::request::Parts,
         session: &str,
     ) -> Result<Response<Bytes>, ApiError> {
-        self.authorize(parts, Scope::Query).await?;
         let store = self.events.as_ref().ok_or_else(queries_not_served)?;
         let session = query::decode_path_segment(session)?;
         let params = query::Params::parse(parts.uri.query(), &["limit", "cursor"])?;
@@ -218,7 +242,6 @@ impl Api {
     }
 
     async fn find_events(&self, parts: &http::request::Parts) -> Result<Response<Bytes>, ApiError> {
-        self.authorize(parts, Scope::Query).await?;
         let store = self.events.as_ref().ok_or_else(queries_not_served)?;
         let params = query::Params::parse(
             parts.uri.query(),
@@ -235,7 +258,6 @@ impl Api {
     }
 
     async fn find_errors(&self, parts: &http::request::Parts) -> Result<Response<Bytes>, ApiError> {
-        self.authorize(parts, Scope::Query).await?;
         let store = self.errors.as_ref().ok_or_else(queries_not_served)?;
         let params = query::Params::parse(
             parts.uri.query(),

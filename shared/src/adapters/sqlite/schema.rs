@@ -135,6 +135,14 @@ pub(super) fn connect(
 ) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // SQLite opens a file it may not write read-only, silently; every write
+    // would then fail after a start that looked fine.
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(misuse(format!(
+            "{} is read-only (to this user); give The Eye a file it may write",
+            path.display()
+        )));
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
@@ -151,6 +159,9 @@ pub(super) fn connect(
         conn.pragma_update(None, "cache_size", -65536)?;
     }
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 0 {
+        refuse_foreign(&conn, path)?;
+    }
     if version < SCHEMA_VERSION {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
@@ -158,6 +169,47 @@ pub(super) fn connect(
         ))?;
     }
     Ok(conn)
+}
+
+/// Tables a file of The Eye may hold before its schema is versioned.
+const OWN_TABLES: [&str; 7] = [
+    "events",
+    "session_index",
+    "session_index_state",
+    "errors",
+    "api_keys",
+    "queue",
+    "dead_letters",
+];
+
+/// Refuses a SQLite file that another application made: The Eye would
+/// otherwise add its tables to someone else's database.
+fn refuse_foreign(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )?;
+    let foreign: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|t| !OWN_TABLES.contains(&t.as_str()))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(misuse(format!(
+        "{} is a SQLite database of another application (tables: {}); give The Eye a file of its own with --db",
+        path.display(),
+        foreign.join(", ")
+    )))
+}
+
+/// An error of ours, in rusqlite's type.
+fn misuse(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+        Some(message),
+    )
 }
 
 /// Opens a read-only connection.
