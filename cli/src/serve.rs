@@ -99,6 +99,15 @@ impl ProcessingArgs {
             .iter()
             .map(|(c, n)| format!("{c}/{n}"))
             .collect();
+        if let (Some(dir), true) = (&self.schemas, types.is_empty()) {
+            tracing::warn!(
+                dir = %dir.display(),
+                strict_types = self.strict_types,
+                "no schemas in {}: no payload is validated{}; put one <category>/<name> JSON Schema per *.json file there",
+                dir.display(),
+                if self.strict_types { ", and --strict-types refuses every event" } else { "" }
+            );
+        }
         tracing::info!(types = %types.join(", "), "event schemas loaded");
         Ok(Arc::new(registry))
     }

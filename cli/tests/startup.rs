@@ -265,3 +265,68 @@ fn read_only_commands_on_a_missing_database_create_nothing() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn eye_bench_against_a_closed_port_fails() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let (status, stderr, _) = run(Command::new(EYE).args([
+        "bench",
+        "--url",
+        &url,
+        "--key",
+        "k",
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "--quiet",
+    ]));
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("no request was accepted"), "{stderr}");
+}
+
+#[test]
+fn an_empty_schemas_directory_is_warned_about() {
+    let dir = TempDir::new().unwrap();
+    let schemas = dir.path().join("schemas");
+    std::fs::create_dir(&schemas).unwrap();
+    let mut child = serve(
+        &dir.path().join("eye.db"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--schemas",
+            schemas.to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut warned = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains("no schemas in") {
+            warned = true;
+        }
+        if line.contains("listening") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "no warning about the empty schemas directory");
+}

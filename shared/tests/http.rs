@@ -608,3 +608,26 @@ async fn payloads_and_raw_events_come_back_byte_for_byte() {
         "{text}"
     );
 }
+
+/// Values the envelope accepts (its check is of syntax) but JSON values cannot
+/// hold: kept as error records that name the cause, not blamed on the schema.
+#[tokio::test]
+async fn data_beyond_json_values_is_an_error_record_that_names_the_cause() {
+    let h = Harness::new();
+    let body = r#"[{"session_id":"s","category":"page interaction","name":"pageview","data":{"host":"h","path":"/","n":1e400},"timestamp":"2021-01-01 09:00:00"}]"#;
+    let (s, _, _) = h.post(body).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    h.process().await;
+    // The record keeps the event exactly as sent, 1e400 included, which
+    // serde_json will not read back into a value: check the answer's text.
+    let (_, v) = h.get("/v1/errors").await;
+    let text = v.as_str().expect("the answer, as text");
+    assert!(text.contains(r#""code":"invalid_event""#), "{text}");
+    assert!(text.contains(r#""field":"/data""#), "{text}");
+    assert!(text.contains("number out of range"), "{text}");
+    assert!(
+        text.contains(r#""n":1e400"#),
+        "the raw event is kept: {text}"
+    );
+    assert!(!text.contains("null is not of type"), "{text}");
+}

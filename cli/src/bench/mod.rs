@@ -322,6 +322,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    let statuses = lock(&tally.status).clone();
+    if !statuses.contains_key("202") {
+        let seen: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} × {s}")).collect();
+        bail!(
+            "no request was accepted ({}); check that a server runs at {} and that --key may ingest",
+            if seen.is_empty() {
+                "none was sent".to_owned()
+            } else {
+                seen.join(", ")
+            },
+            args.url
+        );
+    }
     Ok(())
 }
 

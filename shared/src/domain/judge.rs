@@ -10,6 +10,10 @@ use super::model::{ErrorCode, ErrorRecord, StoredEvent};
 use super::schema::{SchemaCheck, SchemaRegistry};
 use super::time::Timestamp;
 
+/// How deep objects and arrays may nest in `data`, itself counted as one: the
+/// most serde_json reads (its recursion limit; a unit test finds the edge).
+pub const MAX_DATA_DEPTH: usize = 127;
+
 /// The processor's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
@@ -131,9 +135,21 @@ pub fn judge(
         );
     }
 
-    // `data` is valid JSON (the envelope checked it), so this parse cannot fail;
-    // were it to, the schema check of `null` reports it.
-    let data: Value = serde_json::from_str(event.data.get()).unwrap_or(Value::Null);
+    // The envelope checked `data`'s syntax only: its values may still be
+    // beyond what JSON values can hold here (and in a DynamoDB map). Say so,
+    // rather than let the schema blame a `null`.
+    let data: Value = match serde_json::from_str(event.data.get()) {
+        Ok(data) => data,
+        Err(e) => {
+            return reject(
+                ErrorCode::InvalidEvent,
+                Some("/data".into()),
+                format!(
+                    "`data` cannot be read as JSON values: {e}; numbers must fit a 64-bit float (at most about 1.8e308), strings must be whole Unicode (no lone surrogate such as \\ud800), and objects and arrays may nest at most {MAX_DATA_DEPTH} levels"
+                ),
+            );
+        }
+    };
     match schemas.check(&event.category, &event.name, &data) {
         SchemaCheck::Valid => {}
         SchemaCheck::UnknownType if !rules.strict_types => {}
@@ -340,6 +356,53 @@ mod tests {
                 assert_eq!(r.field.as_deref(), Some("/timestamp"));
             }
             Verdict::Store(_) => panic!(),
+        }
+    }
+
+    /// `data` nested `depth` levels deep (1 is `{}`).
+    fn nested(depth: usize) -> String {
+        format!(
+            "{}{{}}{}",
+            r#"{"a":"#.repeat(depth - 1),
+            "}".repeat(depth - 1)
+        )
+    }
+
+    /// These used to pass the envelope, then become `payload_invalid` with
+    /// "/data: null is not of type object", which blamed the wrong thing.
+    #[test]
+    fn data_beyond_what_json_values_hold_names_its_real_cause() {
+        let too_deep = nested(MAX_DATA_DEPTH + 1);
+        for (data, cause) in [
+            (
+                r#"{"host":"h","path":"/","n":1e400}"#,
+                "number out of range",
+            ),
+            (r#"{"host":"h","path":"/\ud800"}"#, "surrogate"),
+            (too_deep.as_str(), "recursion limit"),
+        ] {
+            let raw = event("pageview", data, "2021-01-01 09:15:00");
+            match run(ctx("2021-01-01 09:16:00", None), &raw, Rules::default()) {
+                Verdict::Reject(r) => {
+                    assert_eq!(r.code, ErrorCode::InvalidEvent, "{data}");
+                    assert_eq!(r.field.as_deref(), Some("/data"));
+                    assert!(r.message.contains(cause), "{cause} not in {}", r.message);
+                    assert_eq!(r.event.get(), raw.get(), "the raw event is kept");
+                }
+                Verdict::Store(_) => panic!("stored {data}"),
+            }
+        }
+    }
+
+    #[test]
+    fn data_at_the_nesting_limit_is_judged_as_usual() {
+        let raw = raw(&format!(
+            r#"{{"session_id":"s1","category":"c","name":"unschemed","data":{},"timestamp":"2021-01-01 09:15:00"}}"#,
+            nested(MAX_DATA_DEPTH)
+        ));
+        match run(ctx("2021-01-01 09:16:00", None), &raw, Rules::default()) {
+            Verdict::Store(e) => assert_eq!(e.name, "unschemed"),
+            Verdict::Reject(r) => panic!("{}", r.message),
         }
     }
 }
