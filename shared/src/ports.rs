@@ -182,6 +182,10 @@ pub trait KeyStore: Send + Sync {
     async fn verify(&self, presented: &str) -> Result<Option<Principal>, BackendError>;
 }
 
+/// The key of a status that reports a fault: its value says what fails.
+/// `/health` then answers `"status": "degraded"`.
+pub const DEGRADED: &str = "degraded";
+
 /// Reports backend status for `GET /health` (queue depth, dead letters…).
 #[async_trait]
 pub trait StatusSource: Send + Sync {

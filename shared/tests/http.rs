@@ -631,3 +631,33 @@ async fn data_beyond_json_values_is_an_error_record_that_names_the_cause() {
     );
     assert!(!text.contains("null is not of type"), "{text}");
 }
+
+/// A backend whose writes fail, as under a full disk.
+struct FailingWrites;
+
+#[async_trait]
+impl eye_shared::ports::StatusSource for FailingWrites {
+    async fn status(&self) -> Result<Value, BackendError> {
+        Ok(
+            json!({"queue_depth": 3, "degraded": "writes to the queue fail: database or disk is full"}),
+        )
+    }
+}
+
+#[tokio::test]
+async fn health_says_degraded_with_the_reason_while_writes_fail() {
+    let memory = Arc::new(Memory::new());
+    let api =
+        Api::new(Arc::new(ApiKeyAuth(memory.clone())), memory).with_status(Arc::new(FailingWrites));
+    let req = Request::get("/health").body(Bytes::new()).unwrap();
+    let r = api.handle(req).await;
+    assert_eq!(r.status(), StatusCode::OK, "up: reads are still served");
+    let v: Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(
+        v["reason"],
+        "writes to the queue fail: database or disk is full"
+    );
+    assert_eq!(v["queue_depth"], 3);
+    assert!(v.get("degraded").is_none(), "said once, as the reason");
+}

@@ -25,7 +25,7 @@ pub use response::json_response;
 
 use crate::app::ingest::{Ingest, IngestError};
 use crate::domain::Limits;
-use crate::ports::{ErrorQuery, EventQuery, EventQueue, Principal, Scope, StatusSource};
+use crate::ports::{DEGRADED, ErrorQuery, EventQuery, EventQueue, Principal, Scope, StatusSource};
 use error::{envelope_error, queries_not_served, unavailable};
 use response::{html, page_response, raw_json};
 use route::Route;
@@ -192,6 +192,12 @@ impl Api {
                 Ok(serde_json::Value::Object(extra)) => {
                     for (k, v) in extra {
                         body[k] = v;
+                    }
+                    // Still up (reads are served), but some writes fail.
+                    let fault = body.as_object_mut().and_then(|o| o.remove(DEGRADED));
+                    if let Some(reason) = fault {
+                        body["status"] = DEGRADED.into();
+                        body["reason"] = reason;
                     }
                 }
                 Ok(_) => {}

@@ -15,6 +15,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::failed;
+use super::health::{RateLimitedWarning, WriteHealth};
 use super::wal::CheckpointDue;
 use crate::ports::BackendError;
 
@@ -63,16 +64,26 @@ pub(super) struct Writer<R: Role> {
     conn: Connection,
     role: R,
     checkpoint: CheckpointDue,
+    checkpoint_warning: RateLimitedWarning,
+    health: WriteHealth,
     last_commit: Instant,
 }
 
 impl<R: Role> Writer<R> {
-    /// A writer of `conn`; `checkpoint` tells it when to copy the rest of the WAL.
-    pub(super) fn new(conn: Connection, role: R, checkpoint: CheckpointDue) -> Self {
+    /// A writer of `conn`; `checkpoint` tells it when to copy the rest of the
+    /// WAL, and it records in `health` how each commit went.
+    pub(super) fn new(
+        conn: Connection,
+        role: R,
+        checkpoint: CheckpointDue,
+        health: WriteHealth,
+    ) -> Self {
         Self {
             conn,
             role,
             checkpoint,
+            checkpoint_warning: RateLimitedWarning::new("copying the rest of the WAL"),
+            health,
             last_commit: Instant::now(),
         }
     }
@@ -99,7 +110,8 @@ impl<R: Role> Writer<R> {
             }
             self.apply_group(group);
             self.last_commit = Instant::now();
-            self.checkpoint.copy_rest_if_due(&self.conn);
+            self.checkpoint
+                .copy_rest_if_due(&self.conn, &mut self.checkpoint_warning);
             self.role.idle(&mut self.conn);
         }
     }
@@ -108,6 +120,7 @@ impl<R: Role> Writer<R> {
     fn apply_group(&mut self, group: Vec<R::Command>) {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = failed(e);
+            self.health.record(Some(&e));
             for cmd in group {
                 R::refuse(cmd, &e);
             }
@@ -122,6 +135,8 @@ impl<R: Role> Writer<R> {
         if commit_err.is_some() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+        self.health
+            .record(commit_err.as_ref().map(|e| e as &dyn std::fmt::Display));
         self.role.finish(&mut self.conn, commit_err.as_ref());
         for reply in replies {
             reply(commit_err.as_ref());

@@ -14,9 +14,11 @@
 //! - [`read`]: readers, row decoding and the query ports;
 //! - [`keys`]: API keys;
 //! - [`wal`]: checkpoints and write-back;
+//! - [`health`]: whether writes fail, and rate-limited warnings;
 //! - [`status`]: what `/health` reports.
 
 mod group_commit;
+mod health;
 mod keys;
 mod queue;
 mod read;
@@ -44,6 +46,7 @@ use crate::config;
 use crate::domain::redelivery::RetryPolicy;
 use crate::ports::BackendError;
 use group_commit::Writer;
+use health::WriteHealth;
 use queue::{QueueCommand, QueueRole};
 use recent::RecentRows;
 use schema::{Db, connect};
@@ -108,6 +111,9 @@ struct Inner {
     recent: Arc<Mutex<RecentRows>>,
     /// Session queries that had to scan the unindexed end of the table.
     session_scans: AtomicU64,
+    /// How the writers' latest commits went.
+    store_health: WriteHealth,
+    queue_health: WriteHealth,
 }
 
 fn failed(e: impl std::fmt::Display) -> BackendError {
@@ -148,8 +154,15 @@ impl Sqlite {
             Arc::clone(&enqueued),
         )
         .map_err(failed)?;
-        let store_writer = Writer::new(store_conn, StoreRole::new(indexer), due[0].clone());
-        let queue_writer = Writer::new(queue_conn, queue_role, due[1].clone());
+        let (store_health, queue_health) = (WriteHealth::default(), WriteHealth::default());
+        let store_writer = Writer::new(
+            store_conn,
+            StoreRole::new(indexer),
+            due[0].clone(),
+            store_health.clone(),
+        );
+        let queue_writer =
+            Writer::new(queue_conn, queue_role, due[1].clone(), queue_health.clone());
         let inner = Arc::new(Inner {
             path: config.path.clone(),
             queue_path: queue_file,
@@ -162,6 +175,8 @@ impl Sqlite {
             keys: Mutex::new(HashMap::new()),
             recent,
             session_scans: AtomicU64::new(0),
+            store_health,
+            queue_health,
         });
         spawn("eye-sqlite-store", move || store_writer.run(store_rx))?;
         spawn("eye-sqlite-queue", move || queue_writer.run(queue_rx))?;

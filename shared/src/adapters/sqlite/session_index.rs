@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
+use super::health::RateLimitedWarning;
 use super::lock;
 use super::recent::RecentRows;
 
@@ -55,6 +56,7 @@ pub(super) struct SessionIndexer {
     /// When the last run began.
     last_index: Instant,
     run: Option<IndexRun>,
+    warning: RateLimitedWarning,
 }
 
 impl SessionIndexer {
@@ -66,6 +68,7 @@ impl SessionIndexer {
             unindexed: 0,
             last_index: Instant::now(),
             run: None,
+            warning: RateLimitedWarning::new("indexing sessions"),
         }
     }
 
@@ -113,7 +116,7 @@ impl SessionIndexer {
             None => Ok(()),
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, "indexing sessions failed; it is retried");
+            self.warning.warn(&e);
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::Inner;
+use super::health::RateLimitedWarning;
 use super::store::StoreCommand;
 
 /// Set by the checkpoint thread when a file's writer is to copy what is left
@@ -20,10 +21,10 @@ impl CheckpointDue {
     /// Copies what the background checkpoint left in the WAL (a few commits'
     /// worth), after the answers are sent, so the next transaction can wrap
     /// the WAL around.
-    pub(super) fn copy_rest_if_due(&self, conn: &Connection) {
+    pub(super) fn copy_rest_if_due(&self, conn: &Connection, warning: &mut RateLimitedWarning) {
         if self.0.swap(false, Ordering::AcqRel) {
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; it is retried");
+                warning.warn(&e);
             }
         }
     }
@@ -45,6 +46,8 @@ impl CheckpointDue {
 /// a bulk index of sessions goes on while nothing else comes. It stops when
 /// the last handle is dropped.
 pub(super) fn checkpoint_loop(conns: &[(Connection, CheckpointDue)], alive: &Weak<Inner>) {
+    // Under a full disk this fails every 100 ms, for each file.
+    let mut warning = RateLimitedWarning::new("a WAL checkpoint");
     while let Some(inner) = alive.upgrade() {
         // A full channel means the writer is busy, and will look anyway.
         let _ = inner.store_tx.try_send(StoreCommand::Tick);
@@ -54,7 +57,9 @@ pub(super) fn checkpoint_loop(conns: &[(Connection, CheckpointDue)], alive: &Wea
             match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
                 Ok(frames) if frames > 0 => due.set(),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; it is retried"),
+                Err(e) => {
+                    warning.warn(&e);
+                }
             }
         }
     }
