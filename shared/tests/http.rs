@@ -661,3 +661,72 @@ async fn health_says_degraded_with_the_reason_while_writes_fail() {
     assert_eq!(v["queue_depth"], 3);
     assert!(v.get("degraded").is_none(), "said once, as the reason");
 }
+
+/// The OpenAPI document is exact where a schema can be: its timestamp
+/// pattern accepts what the server parses, and refuses what it refuses,
+/// except the calendar facts no pattern can say (listed).
+#[test]
+fn the_documented_timestamp_pattern_agrees_with_the_parser() {
+    use eye_shared::domain::Timestamp;
+    let doc: Value = serde_json::from_str(eye_shared::api::OPENAPI_JSON).unwrap();
+    let schema = &doc["components"]["schemas"]["Timestamp"];
+    let pattern = jsonschema::validator_for(schema).unwrap();
+    let both_accept = [
+        "2021-01-01 09:15:27.243860",
+        "2021-01-01T09:15:27Z",
+        "2021-01-01t09:15:27+02:00",
+        "2021-01-01 09:15:27.123456789",
+        "2021-01-01 09:15:27.1-05:30",
+    ];
+    let both_refuse = [
+        "",
+        "2021-01-01",
+        "yesterday",
+        "2021-01-01 09:15",
+        "2021-01-01 09:15:27+0100",
+        "2021-01-01 09:15:27.",
+        "2021-01-01 09:15:27.1234567890",
+        "2021-01-01 09:15:27 UTC",
+        "2021-01-01 09:15:27x1",
+    ];
+    // A pattern cannot tell which dates exist, nor the year range.
+    let only_the_parser_refuses = [
+        "2021-02-30 00:00:00",
+        "1969-12-31 23:59:59",
+        "2021-01-01 25:00:00",
+    ];
+    for t in both_accept {
+        assert!(Timestamp::parse(t).is_ok(), "parser: {t}");
+        assert!(pattern.is_valid(&json!(t)), "pattern: {t}");
+    }
+    for t in both_refuse {
+        assert!(Timestamp::parse(t).is_err(), "parser: {t}");
+        assert!(!pattern.is_valid(&json!(t)), "pattern: {t}");
+    }
+    for t in only_the_parser_refuses {
+        assert!(Timestamp::parse(t).is_err(), "parser: {t}");
+        assert!(pattern.is_valid(&json!(t)), "pattern: {t}");
+    }
+    let cursor = &doc["components"]["parameters"]["cursor"]["schema"];
+    let cursor = jsonschema::validator_for(cursor).unwrap();
+    assert!(
+        !cursor.is_valid(&json!("")),
+        "an empty cursor is not documented"
+    );
+    assert!(cursor.is_valid(&json!("650a32")));
+}
+
+/// `from` equal to `to` is an empty range, as the document says, not a 400.
+#[tokio::test]
+async fn from_equal_to_to_is_an_empty_page() {
+    let h = Harness::new();
+    let (s, v) = h
+        .get("/v1/events?from=2021-01-01T00:00:00Z&to=2021-01-01T00:00:00Z")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["events"], json!([]));
+    let (s, _) = h
+        .get("/v1/errors?from=2021-01-01T00:00:00Z&to=2021-01-01T00:00:00Z")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
