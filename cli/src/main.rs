@@ -132,7 +132,9 @@ enum KeysCommand {
         /// The application the key belongs to: stored events carry this name.
         #[arg(long)]
         app: String,
-        /// What the key may do; repeat for both. Default: ingest.
+        /// What the key may do; repeat for both. Default: ingest. A query key
+        /// reads the events and error records of every application, not only
+        /// its own: the analysts are one team across the apps.
         #[arg(long = "scope", value_enum)]
         scopes: Vec<ScopeArg>,
         #[command(flatten)]
