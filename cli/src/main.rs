@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use eye_shared::adapters::aws::sqs::SqsDeadLetters;
 use eye_shared::adapters::sqlite::{Sqlite, SqliteConfig};
-use eye_shared::ports::{DeadLetters, Scope};
+use eye_shared::ports::{DeadLetters, Reach, Scope};
 
 #[derive(Parser)]
 #[command(
@@ -134,9 +134,14 @@ enum KeysCommand {
         app: String,
         /// What the key may do; repeat for both. Default: ingest. A query key
         /// reads the events and error records of every application, not only
-        /// its own: the analysts are one team across the apps.
+        /// its own: the analysts are one team across the apps. See
+        /// --own-app-only.
         #[arg(long = "scope", value_enum)]
         scopes: Vec<ScopeArg>,
+        /// Its queries read only the events and error records of --app, for a
+        /// team that must not see other applications' data.
+        #[arg(long)]
+        own_app_only: bool,
         #[command(flatten)]
         db: DbArg,
     },
@@ -253,7 +258,12 @@ async fn run(command: Command) -> Result<()> {
 
 fn keys(cmd: KeysCommand) -> Result<()> {
     match cmd {
-        KeysCommand::Create { app, scopes, db } => {
+        KeysCommand::Create {
+            app,
+            scopes,
+            own_app_only,
+            db,
+        } => {
             let app = app.trim();
             if app.is_empty() || app.len() > 64 || app.chars().any(char::is_control) {
                 bail!("--app must be 1 to 64 characters with no control characters");
@@ -270,12 +280,30 @@ fn keys(cmd: KeysCommand) -> Result<()> {
             }
             scopes.sort();
             scopes.dedup();
-            let key = db.open()?.create_key(app, &scopes)?;
+            if own_app_only && !scopes.contains(&Scope::Query) {
+                bail!(
+                    "--own-app-only limits what a key's queries read; give it with --scope query"
+                );
+            }
+            let reach = if own_app_only {
+                Reach::OwnApp
+            } else {
+                Reach::AllApps
+            };
+            let key = db.open()?.create_key(app, &scopes, reach)?;
             let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
             println!(
                 "Created a key for app {app:?} with scope {}.",
                 names.join(", ")
             );
+            if scopes.contains(&Scope::Query) {
+                match reach {
+                    Reach::OwnApp => println!("Its queries read only app {app:?}'s data."),
+                    Reach::AllApps => println!(
+                        "Its queries read every app's data (--own-app-only restricts it to {app:?})."
+                    ),
+                }
+            }
             println!(
                 "Send it in the x-api-key header. It is shown only now; The Eye keeps only its hash."
             );
@@ -289,16 +317,22 @@ fn keys(cmd: KeysCommand) -> Result<()> {
                 }
             } else {
                 println!(
-                    "{:<14} {:<20} {:<14} {:<28} REVOKED",
-                    "ID", "APP", "SCOPES", "CREATED"
+                    "{:<14} {:<20} {:<14} {:<10} {:<28} REVOKED",
+                    "ID", "APP", "SCOPES", "READS", "CREATED"
                 );
                 for k in keys {
                     let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                    let reads = match (k.scopes.contains(&Scope::Query), k.own_app_only) {
+                        (false, _) => "-",
+                        (true, false) => "all apps",
+                        (true, true) => "own app",
+                    };
                     println!(
-                        "{:<14} {:<20} {:<14} {:<28} {}",
+                        "{:<14} {:<20} {:<14} {:<10} {:<28} {}",
                         k.id,
                         k.app,
                         scopes.join(","),
+                        reads,
                         k.created_at,
                         k.revoked_at.unwrap_or_else(|| "-".into())
                     );

@@ -146,7 +146,7 @@ pub async fn events(args: EventsArgs) -> Result<()> {
     match &args.session {
         Some(session) => {
             print_pages(args.range.limit, |page| {
-                events.session_events(session, page)
+                events.session_events(session, None, page)
             })
             .await?
         }

@@ -56,9 +56,9 @@ pub struct ServeArgs {
     /// Requests handled at once; more get 503 at once.
     #[arg(long, default_value_t = config::MAX_IN_FLIGHT, env = "EYE_MAX_IN_FLIGHT")]
     pub max_in_flight: usize,
-    /// Requests one application's keys may have in flight; more get 503.
-    #[arg(long, default_value_t = config::MAX_IN_FLIGHT_PER_APP, env = "EYE_MAX_IN_FLIGHT_PER_APP")]
-    pub max_in_flight_per_app: usize,
+    /// Requests one key may have in flight; more get 503.
+    #[arg(long, default_value_t = config::MAX_IN_FLIGHT_PER_KEY, env = "EYE_MAX_IN_FLIGHT_PER_KEY")]
+    pub max_in_flight_per_key: usize,
     /// Open connections; a new one past this is closed at once.
     #[arg(long, default_value_t = config::MAX_CONNECTIONS, env = "EYE_MAX_CONNECTIONS")]
     pub max_connections: usize,
@@ -215,7 +215,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     let request_limits = RequestLimits {
         max_in_flight: args.max_in_flight,
-        max_in_flight_per_app: args.max_in_flight_per_app,
+        max_in_flight_per_key: args.max_in_flight_per_key,
         body_timeout: Duration::from_secs(args.body_timeout_secs),
     };
     let connection_limits = ConnectionLimits {
@@ -260,7 +260,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 struct ServerState {
     api: Api,
     in_flight: Semaphore,
-    per_app: Slots<String>,
+    per_key: Slots<String>,
     body_timeout: Duration,
 }
 
@@ -269,8 +269,8 @@ struct ServerState {
 pub struct RequestLimits {
     /// Requests in flight in all.
     pub max_in_flight: usize,
-    /// Requests in flight per application.
-    pub max_in_flight_per_app: usize,
+    /// Requests in flight per key.
+    pub max_in_flight_per_key: usize,
     /// Time to send a whole body.
     pub body_timeout: Duration,
 }
@@ -281,7 +281,7 @@ pub fn router(api: Api, limits: RequestLimits) -> Router {
     let state = Arc::new(ServerState {
         api,
         in_flight: Semaphore::new(limits.max_in_flight),
-        per_app: Slots::new(limits.max_in_flight_per_app),
+        per_key: Slots::new(limits.max_in_flight_per_key),
         body_timeout: limits.body_timeout,
     });
     Router::new().fallback(handle).with_state(state)
@@ -304,13 +304,15 @@ async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response
         Err(refused) => return refused.map(Body::from),
     };
     let retry = config::RETRY_AFTER_SECS;
-    let _app_slot = match admitted.app() {
-        Some(app) => match state.per_app.try_acquire(&app.to_owned()) {
+    let _key_slot = match admitted.principal() {
+        Some(p) => match state.per_key.try_acquire(&p.key_id) {
             Some(slot) => Some(slot),
             None => {
                 return busy(format!(
-                    "application {app:?} has {} requests in flight, its limit; retry after {retry}s",
-                    state.per_app.max()
+                    "key {} (app {:?}) has {} requests in flight, its limit; retry after {retry}s",
+                    p.key_id,
+                    p.app,
+                    state.per_key.max()
                 ));
             }
         },

@@ -225,3 +225,63 @@ fn the_connection_cap_holds_and_open_connections_go_on_being_served() {
     let (status, _) = request(&mut again, "GET /health HTTP/1.1\r\nHost: eye\r\n\r\n", b"");
     assert_eq!(status, 200);
 }
+
+#[test]
+fn one_key_with_its_slots_full_does_not_block_another_key_of_the_same_app() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("eye.db");
+    let greedy = create_key(&db, "shop", &["ingest"]);
+    let polite = create_key(&db, "shop", &["ingest"]);
+    let server = Server::start(
+        &db,
+        &[
+            "--no-fsync",
+            "--max-in-flight-per-key",
+            "4",
+            "--body-timeout-secs",
+            "20",
+        ],
+    );
+    let addr = addr(&server);
+    // Four requests of the greedy key that send half a body hold its slots.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect(&addr);
+        s.write_all(post_head(&greedy, ONE_EVENT.len()).as_bytes())
+            .unwrap();
+        s.write_all(&ONE_EVENT.as_bytes()[..10]).unwrap();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = connect(&addr);
+    let (status, body) = request(
+        &mut s,
+        &post_head(&greedy, ONE_EVENT.len()),
+        ONE_EVENT.as_bytes(),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("requests in flight, its limit"), "{body}");
+    let mut s = connect(&addr);
+    let (status, body) = request(
+        &mut s,
+        &post_head(&polite, ONE_EVENT.len()),
+        ONE_EVENT.as_bytes(),
+    );
+    assert_eq!(status, 202, "another key of the same app is served: {body}");
+    // Once the held requests finish, the greedy key is served again.
+    for s in &mut held {
+        s.write_all(&ONE_EVENT.as_bytes()[10..]).unwrap();
+    }
+    for mut s in held {
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf[9..12], b"202");
+    }
+    let mut s = connect(&addr);
+    let (status, body) = request(
+        &mut s,
+        &post_head(&greedy, ONE_EVENT.len()),
+        ONE_EVENT.as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+}

@@ -337,3 +337,82 @@ async fn first_start_explains_keys_and_keys_can_be_listed_and_revoked() {
         .await;
     assert_eq!((s, v), (403, json!({"message": "Forbidden"})));
 }
+
+#[tokio::test]
+async fn an_own_app_only_key_reads_only_its_app_over_http() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("eye.db");
+    let dbs = db.to_str().unwrap();
+    let refused = std::process::Command::new(common::EYE)
+        .args([
+            "keys",
+            "create",
+            "--app",
+            "blog",
+            "--own-app-only",
+            "--db",
+            dbs,
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--scope query"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let shop = create_key(&db, "shop", &["ingest"]);
+    let blog = create_key(&db, "blog", &["ingest"]);
+    let created = eye(&[
+        "keys",
+        "create",
+        "--app",
+        "blog",
+        "--scope",
+        "query",
+        "--own-app-only",
+        "--db",
+        dbs,
+    ]);
+    assert!(created.contains("only app \"blog\""), "{created}");
+    let own = created.lines().last().unwrap().trim().to_owned();
+    let everyone = create_key(&db, "analysts", &["query"]);
+    let listed = eye(&["keys", "list", "--db", dbs]);
+    assert!(
+        listed.contains("own app") && listed.contains("all apps"),
+        "{listed}"
+    );
+
+    let server = Server::start(&db, &["--no-fsync"]);
+    for (key, path) in [(&shop, "/shop"), (&blog, "/blog")] {
+        let c = Client::new(&server.url, key);
+        let (s, v) = c
+            .post(&event("s", "pageview", "2021-01-01 00:00:00", path))
+            .await;
+        assert_eq!(s, 202, "{v}");
+    }
+    let wait_for = |key: &str, n: usize| {
+        let c = Client::new(&server.url, key);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (s, v) = c.get("/v1/sessions/s/events").await;
+                assert_eq!(s, 200, "{v}");
+                if v["events"].as_array().unwrap().len() >= n || Instant::now() > deadline {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let all = wait_for(&everyone, 2).await;
+    assert_eq!(all["events"].as_array().unwrap().len(), 2, "{all}");
+    let mine = wait_for(&own, 1).await;
+    let apps: Vec<&str> = mine["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["app"].as_str().unwrap())
+        .collect();
+    assert_eq!(apps, ["blog"], "{mine}");
+}

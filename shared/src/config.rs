@@ -33,9 +33,9 @@ pub const RETENTION_FOREVER: u32 = 0;
 /// Requests the local server handles at once; more get 503 at once.
 pub const MAX_IN_FLIGHT: usize = 2048;
 
-/// Requests one application's keys may have in flight at once, so that one
-/// client cannot take every slot of [`MAX_IN_FLIGHT`].
-pub const MAX_IN_FLIGHT_PER_APP: usize = 1024;
+/// Requests one key may have in flight at once, so that one client cannot
+/// take every slot of [`MAX_IN_FLIGHT`].
+pub const MAX_IN_FLIGHT_PER_KEY: usize = 1024;
 
 /// Open connections the local server keeps; past it, a new connection is
 /// closed at once and the open ones go on being served.

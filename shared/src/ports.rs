@@ -103,11 +103,13 @@ pub use crate::domain::range::{ErrorFilter, EventFilter};
 /// Reads events for analysts.
 #[async_trait]
 pub trait EventQuery: Send + Sync {
-    /// A session's events in the order they occurred (by the sender's clock).
-    /// Keys are [`StoredEvent::session_key`].
+    /// A session's events in the order they occurred (by the sender's clock),
+    /// only those of `app` when it is given. Keys are
+    /// [`StoredEvent::session_key`].
     async fn session_events(
         &self,
         session_id: &str,
+        app: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError>;
 
@@ -159,19 +161,41 @@ impl Scope {
     }
 }
 
+/// Which applications' events and error records a key's queries read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reach {
+    /// Every application's: the analytics team is one team across the apps.
+    #[default]
+    AllApps,
+    /// Only the key's own application's (`eye keys create --own-app-only`).
+    OwnApp,
+}
+
 /// Who is calling: the application behind a valid key, and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The key's public id: what per-key limits count by.
+    pub key_id: String,
     /// The application's name.
     pub app: String,
     /// What the key allows.
     pub scopes: Vec<Scope>,
+    /// Whose data its queries read.
+    pub reach: Reach,
 }
 
 impl Principal {
     /// Whether the key allows `scope`.
     pub fn can(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+
+    /// The one application its queries may read, or `None` for every one.
+    pub fn query_app(&self) -> Option<&str> {
+        match self.reach {
+            Reach::AllApps => None,
+            Reach::OwnApp => Some(&self.app),
+        }
     }
 }
 

@@ -264,8 +264,15 @@ async fn puts_are_conditional_and_data_is_a_native_map() {
     let outcome = p.process(&msgs).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     assert_eq!((outcome.report.stored, outcome.report.duplicates), (2, 1));
-    let got = e.store.session_events("s1", page(10)).await.unwrap();
+    let got = e.store.session_events("s1", None, page(10)).await.unwrap();
     assert_eq!(got.items.len(), 2, "shop and blog, each once");
+    let blog = e
+        .store
+        .session_events("s1", Some("blog"), page(10))
+        .await
+        .unwrap();
+    let apps: Vec<&str> = blog.items.iter().map(|e| e.app.as_str()).collect();
+    assert_eq!(apps, ["blog"]);
 
     let ddb = DynamoClient::new(&e.sdk);
     let item = ddb
@@ -314,8 +321,13 @@ async fn queries_fan_out_over_shards_and_days_and_merge_in_time_order() {
     let stored: Vec<StoredEvent> = events
         .iter()
         .map(|(id, raw)| {
+            // Day 2 is another app's, for the app filter.
             let ctx = eye_shared::domain::Context {
-                app: "shop",
+                app: if id.starts_with("d2-") {
+                    "blog"
+                } else {
+                    "shop"
+                },
                 received_at: Timestamp::now(),
                 sent_at: None,
             };
@@ -345,6 +357,7 @@ async fn queries_fan_out_over_shards_and_days_and_merge_in_time_order() {
         category: None,
         from: t("2021-01-01 10:00:00"),
         to: t("2021-01-02 10:00:00"),
+        app: None,
     };
     let mut all = Vec::new();
     let mut after = None;
@@ -368,15 +381,48 @@ async fn queries_fan_out_over_shards_and_days_and_merge_in_time_order() {
     assert!(all.windows(2).all(|w| w[0].time_key() < w[1].time_key()));
     let shards: HashSet<u16> = all.iter().map(|e| e.seq().shard(4)).collect();
     assert!(shards.len() > 1, "the events spread over shards");
+    // One app's only, in pages that DynamoDB's filter leaves short.
+    for (app, day) in [("shop", "2021-01-01"), ("blog", "2021-01-02")] {
+        let mut mine = Vec::new();
+        let mut after = None;
+        loop {
+            let p = e
+                .store
+                .find_events(
+                    &range.clone().only_app(Some(app)),
+                    PageRequest { limit: 3, after },
+                )
+                .await
+                .unwrap();
+            mine.extend(p.items);
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(mine.len(), 10, "{app}");
+        assert!(
+            mine.iter()
+                .all(|e| e.app == app && e.timestamp.to_rfc3339().starts_with(day))
+        );
+    }
 
     // A category over all three days: by_category.
     let forms = EventFilter {
         category: Some("form interaction".into()),
         from: None,
         to: None,
+        app: None,
     };
     let got = e.store.find_events(&forms, page(100)).await.unwrap();
     assert_eq!(got.items.len(), 30);
+    let blog = e
+        .store
+        .find_events(&forms.clone().only_app(Some("blog")), page(100))
+        .await
+        .unwrap();
+    assert_eq!(blog.items.len(), 10);
+    assert!(blog.items.iter().all(|e| e.app == "blog"));
     assert!(got.items.iter().all(|e| e.category == "form interaction"));
     assert!(
         got.items
@@ -389,6 +435,7 @@ async fn queries_fan_out_over_shards_and_days_and_merge_in_time_order() {
         category: Some("page interaction".into()),
         from: t("2021-01-03 00:00:00"),
         to: t("2021-01-03 05:00:00"),
+        app: None,
     };
     assert_eq!(
         e.store
@@ -405,6 +452,7 @@ async fn queries_fan_out_over_shards_and_days_and_merge_in_time_order() {
         .store
         .session_events(
             "s0",
+            None,
             PageRequest {
                 limit: 5,
                 after: None,
@@ -417,6 +465,7 @@ async fn queries_fan_out_over_shards_and_days_and_merge_in_time_order() {
         .store
         .session_events(
             "s0",
+            None,
             PageRequest {
                 limit: 100,
                 after: s0.next.clone(),
@@ -432,6 +481,7 @@ async fn queries_fan_out_over_shards_and_days_and_merge_in_time_order() {
         category: None,
         from: None,
         to: t("2021-01-02 00:00:00"),
+        app: None,
     };
     assert!(matches!(
         e.store.find_events(&open, page(10)).await,
@@ -602,7 +652,7 @@ async fn throttling_is_retried_then_dead_lettered_then_redriven() {
     poller.delete_done(&got, &response).await.unwrap();
     assert_eq!(
         e.store
-            .session_events("s", page(10))
+            .session_events("s", None, page(10))
             .await
             .unwrap()
             .items

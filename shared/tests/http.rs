@@ -9,7 +9,7 @@ use eye_shared::adapters::memory::Memory;
 use eye_shared::api::{Api, ApiKeyAuth};
 use eye_shared::app::process::Processor;
 use eye_shared::domain::{QueuedBatch, Rules, SchemaRegistry};
-use eye_shared::ports::{BackendError, EventQueue, Principal, QueueMessage, Scope};
+use eye_shared::ports::{BackendError, EventQueue, Principal, QueueMessage, Reach, Scope};
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
 
@@ -60,15 +60,19 @@ impl Harness {
         memory.add_key(
             INGEST,
             Principal {
+                key_id: "shop-key".into(),
                 app: "shop".into(),
                 scopes: vec![Scope::Ingest],
+                reach: Reach::AllApps,
             },
         );
         memory.add_key(
             QUERY,
             Principal {
+                key_id: "analysts-key".into(),
                 app: "analysts".into(),
                 scopes: vec![Scope::Query],
+                reach: Reach::AllApps,
             },
         );
         let api = Api::new(Arc::new(ApiKeyAuth(memory.clone())), memory.clone())
@@ -333,8 +337,10 @@ async fn an_unavailable_queue_gets_503_with_retry_after_and_never_hangs() {
     memory.add_key(
         INGEST,
         Principal {
+            key_id: "shop-key".into(),
             app: "shop".into(),
             scopes: vec![Scope::Ingest],
+            reach: Reach::AllApps,
         },
     );
     let auth = Arc::new(ApiKeyAuth(memory.clone()));
@@ -729,4 +735,87 @@ async fn from_equal_to_to_is_an_empty_page() {
         .get("/v1/errors?from=2021-01-01T00:00:00Z&to=2021-01-01T00:00:00Z")
         .await;
     assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_own_app_key_reads_only_its_apps_events_and_errors() {
+    let h = Harness::new();
+    h.memory.add_key(
+        "blog-ingest",
+        Principal {
+            key_id: "blog-ingest".into(),
+            app: "blog".into(),
+            scopes: vec![Scope::Ingest],
+            reach: Reach::AllApps,
+        },
+    );
+    h.memory.add_key(
+        "blog-own",
+        Principal {
+            key_id: "blog-own".into(),
+            app: "blog".into(),
+            scopes: vec![Scope::Query],
+            reach: Reach::OwnApp,
+        },
+    );
+    let (s, _, _) = h.post(seed_three().to_string()).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let mut blog = seed_three();
+    blog[0]["data"]["path"] = json!("/blog");
+    blog[1]["data"].as_object_mut().unwrap().remove("element"); // an error record
+    let (s, _, _) = h
+        .call(
+            "POST",
+            "/v1/events",
+            Some("blog-ingest"),
+            None,
+            blog.to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    h.process().await;
+
+    let apps = |v: &Value, field: &str| -> Vec<String> {
+        v[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["app"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let paths = [
+        format!("/v1/sessions/{SESSION}/events"),
+        "/v1/events?category=page%20interaction".to_owned(),
+        "/v1/events?from=2021-01-01T00:00:00Z&to=2021-01-02T00:00:00Z".to_owned(),
+    ];
+    for path in &paths {
+        let (s, _, own) = h.call("GET", path, Some("blog-own"), None, "").await;
+        assert_eq!(s, StatusCode::OK, "{own}");
+        let own = apps(&own, "events");
+        assert!(
+            !own.is_empty() && own.iter().all(|a| a == "blog"),
+            "{path}: {own:?}"
+        );
+        let (_, every) = h.get(path).await;
+        let every = apps(&every, "events");
+        assert!(
+            every.contains(&"shop".to_owned()) && every.len() > own.len(),
+            "{path}: {every:?}"
+        );
+    }
+    let (_, _, own) = h
+        .call("GET", "/v1/errors", Some("blog-own"), None, "")
+        .await;
+    assert_eq!(apps(&own, "errors"), ["blog"]);
+    // It may not ingest: the restriction does not widen anything.
+    let (s, _, _) = h
+        .call(
+            "POST",
+            "/v1/events",
+            Some("blog-own"),
+            None,
+            seed_three().to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
 }

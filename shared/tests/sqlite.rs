@@ -138,7 +138,7 @@ async fn events_are_stored_once_and_never_overwritten() {
         .await
         .unwrap();
     drain(&db).await;
-    let got = db.session_events("s1", page(10)).await.unwrap();
+    let got = db.session_events("s1", None, page(10)).await.unwrap();
     let apps: Vec<&str> = got.items.iter().map(|e| e.app.as_str()).collect();
     assert_eq!(apps.len(), 2, "{apps:?}");
     assert!(apps.contains(&"shop") && apps.contains(&"blog"));
@@ -176,7 +176,7 @@ async fn queries_order_filter_and_paginate() {
     enqueue(&db, "shop", &events).await.unwrap();
     drain(&db).await;
 
-    let s0 = db.session_events("s0", page(100)).await.unwrap();
+    let s0 = db.session_events("s0", None, page(100)).await.unwrap();
     assert_eq!(s0.items.len(), 15);
     assert!(s0.items.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
     assert!(s0.next.is_none());
@@ -198,6 +198,7 @@ async fn queries_order_filter_and_paginate() {
         category: None,
         from: t("2021-01-01 09:00:10"),
         to: t("2021-01-01 09:00:20"),
+        app: None,
     };
     let mut seen = Vec::new();
     let mut after = None;
@@ -234,6 +235,7 @@ async fn queries_order_filter_and_paginate() {
         category: Some("form interaction".into()),
         from: t("2021-01-01 09:00:10"),
         to: t("2021-01-01 09:00:20"),
+        app: None,
     };
     assert_eq!(
         db.find_events(&both, page(100)).await.unwrap().items.len(),
@@ -369,7 +371,11 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
     assert_eq!(db.redrive_dead_letters().await.unwrap(), 1);
     worker.run_once().await.unwrap().unwrap();
     assert_eq!(
-        db.session_events("s", page(10)).await.unwrap().items.len(),
+        db.session_events("s", None, page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
         1
     );
     assert!(db.list_dead_letters(10).await.unwrap().is_empty());
@@ -392,7 +398,11 @@ async fn transient_failures_retry_then_dead_letter_then_redrive() {
     .unwrap();
     worker.run_once().await.unwrap().unwrap();
     assert_eq!(
-        db.session_events("s", page(10)).await.unwrap().items.len(),
+        db.session_events("s", None, page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
         1
     );
 }
@@ -402,7 +412,9 @@ async fn api_keys_are_hashed_scoped_and_revocable() {
     let dir = TempDir::new().unwrap();
     let db = open(&dir);
     assert!(!db.has_keys().unwrap());
-    let key = db.create_key("shop", &[Scope::Ingest]).unwrap();
+    let key = db
+        .create_key("shop", &[Scope::Ingest], Reach::AllApps)
+        .unwrap();
     assert!(db.has_keys().unwrap());
     let p = db.verify(&key).await.unwrap().unwrap();
     assert_eq!(p.app, "shop");
@@ -494,12 +506,23 @@ async fn wal_files_stay_bounded_under_continuous_writes() {
 
 /// The paths of a session's events, read page by page.
 async fn session_paths(db: &Sqlite, session: &str, limit: usize) -> Vec<String> {
+    session_paths_of(db, session, None, limit).await
+}
+
+/// The paths of a session's events, only `app`'s when given, page by page.
+async fn session_paths_of(
+    db: &Sqlite,
+    session: &str,
+    app: Option<&str>,
+    limit: usize,
+) -> Vec<String> {
     let mut paths = Vec::new();
     let mut after = None;
     loop {
         let p = db
             .session_events(
                 session,
+                app,
                 PageRequest {
                     limit,
                     after: after.clone(),
@@ -521,6 +544,11 @@ async fn session_paths(db: &Sqlite, session: &str, limit: usize) -> Vec<String> 
 /// Enqueues the pageviews at seconds `secs` of session `s`, path `/<second>`,
 /// and processes them with `db`'s worker.
 async fn store_seconds(db: &Sqlite, secs: impl Iterator<Item = u32>) {
+    store_seconds_as(db, "shop", secs).await
+}
+
+/// Stores a pageview at second `i` of session `s` for each `i`, from `app`.
+async fn store_seconds_as(db: &Sqlite, app: &str, secs: impl Iterator<Item = u32>) {
     let events: Vec<_> = secs
         .map(|i| {
             let ts = format!("2021-01-01 09:00:{i:02}");
@@ -530,7 +558,7 @@ async fn store_seconds(db: &Sqlite, secs: impl Iterator<Item = u32>) {
             )
         })
         .collect();
-    enqueue(db, "shop", &events).await.unwrap();
+    enqueue(db, app, &events).await.unwrap();
     drain(db).await;
 }
 
@@ -664,7 +692,7 @@ async fn a_version_1_store_is_migrated_to_the_bulk_session_index() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let old_index: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_by_session'",
@@ -708,7 +736,10 @@ async fn a_chunked_index_run_covers_every_session_and_finishes_when_idle() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while indexed_rows(&dir) < 120 && std::time::Instant::now() < deadline {
         // Mid-run, every session is whole and nothing shows twice.
-        let got = db.session_events("session-07", page(100)).await.unwrap();
+        let got = db
+            .session_events("session-07", None, page(100))
+            .await
+            .unwrap();
         assert_eq!(got.items.len(), 4);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -722,9 +753,153 @@ async fn a_chunked_index_run_covers_every_session_and_finishes_when_idle() {
     assert_eq!(watermark, 120);
     for s in 0..30 {
         let got = db
-            .session_events(&format!("session-{s:02}"), page(100))
+            .session_events(&format!("session-{s:02}"), None, page(100))
             .await
             .unwrap();
         assert_eq!(got.items.len(), 4, "session-{s:02}");
     }
+}
+
+/// Every path of `app`'s events in session `s`, at the seconds `secs`.
+fn paths(secs: impl Iterator<Item = u32>) -> Vec<String> {
+    secs.map(|i| format!("/{i}")).collect()
+}
+
+#[tokio::test]
+async fn an_app_filter_reads_only_that_apps_events_and_errors_on_every_path() {
+    let dir = TempDir::new().unwrap();
+    let never = std::time::Duration::from_secs(3600);
+    let db = open_indexing_every(&dir, never);
+    // One session, two apps taking turns: the first 20 seconds in the bulk
+    // index, the next 10 only in the writer's memory, then 10 from another
+    // handle, which the first finds by scanning.
+    for i in 0..30 {
+        let app = if i % 2 == 0 { "shop" } else { "blog" };
+        store_seconds_as(&db, app, i..i + 1).await;
+        if i == 19 {
+            db.index_sessions().await.unwrap();
+        }
+    }
+    let other = open_indexing_every(&dir, never);
+    for i in 30..40 {
+        let app = if i % 2 == 0 { "shop" } else { "blog" };
+        store_seconds_as(&other, app, i..i + 1).await;
+    }
+    let even = paths((0..40).step_by(2));
+    let odd = paths((1..40).step_by(2));
+    for limit in [3, 100] {
+        assert_eq!(session_paths_of(&db, "s", Some("shop"), limit).await, even);
+        assert_eq!(session_paths_of(&db, "s", Some("blog"), limit).await, odd);
+        assert_eq!(
+            session_paths_of(&other, "s", Some("blog"), limit).await,
+            odd
+        );
+    }
+    assert!(
+        db.session_scans() > 0,
+        "the other handle's rows were scanned"
+    );
+    assert_eq!(session_paths(&db, "s", 7).await, paths(0..40));
+    assert!(
+        session_paths_of(&db, "s", Some("nobody"), 5)
+            .await
+            .is_empty()
+    );
+
+    // By category and by time, page by page.
+    let by_category = EventFilter::new(Some("page interaction".into()), None, None).unwrap();
+    let t = |s: &str| Some(Timestamp::parse(s).unwrap());
+    let by_time =
+        EventFilter::new(None, t("2021-01-01 09:00:00"), t("2021-01-01 10:00:00")).unwrap();
+    for filter in [by_category, by_time] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let p = db
+                .find_events(
+                    &filter.clone().only_app(Some("blog")),
+                    PageRequest { limit: 4, after },
+                )
+                .await
+                .unwrap();
+            assert!(p.items.iter().all(|e| e.app == "blog"));
+            seen.extend(p.items.iter().map(|e| {
+                let data: serde_json::Value = serde_json::from_str(e.data.get()).unwrap();
+                data["path"].as_str().unwrap().to_owned()
+            }));
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, odd, "{filter:?}");
+    }
+
+    // Error records.
+    let bad = |app: &str, id: &str| {
+        let e = raw(
+            r#"{"session_id":"s","category":"page interaction","name":"cta click","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 00:00:00"}"#,
+        );
+        (app.to_owned(), vec![(id.to_owned(), e)])
+    };
+    for (app, events) in [bad("shop", "x1"), bad("blog", "x2"), bad("shop", "x3")] {
+        enqueue(&db, &app, &events).await.unwrap();
+    }
+    drain(&db).await;
+    let shop = db
+        .find_errors(&ErrorFilter::default().only_app(Some("shop")), page(10))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = shop.items.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"x1") && ids.contains(&"x3"));
+    let all = db
+        .find_errors(&ErrorFilter::default(), page(10))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 3);
+}
+
+#[tokio::test]
+async fn a_version_2_store_gains_the_own_app_column_and_keeps_its_keys() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("eye.db");
+    let old_key = open(&dir)
+        .create_key("shop", &[Scope::Query], Reach::AllApps)
+        .unwrap();
+    {
+        // What schema version 2 had: api_keys without own_app_only.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE api_keys DROP COLUMN own_app_only; PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let db = open(&dir);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+    let old = db
+        .verify(&old_key)
+        .await
+        .unwrap()
+        .expect("the old key still works");
+    assert_eq!((old.app.as_str(), old.reach), ("shop", Reach::AllApps));
+    let own = db
+        .create_key("shop", &[Scope::Query], Reach::OwnApp)
+        .unwrap();
+    let own = db.verify(&own).await.unwrap().expect("a new key");
+    assert_eq!(own.reach, Reach::OwnApp);
+    assert_eq!(own.query_app(), Some("shop"));
+    assert_ne!(own.key_id, old.key_id);
+    let listed: Vec<bool> = db
+        .list_keys()
+        .unwrap()
+        .iter()
+        .map(|k| k.own_app_only)
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&true) && listed.contains(&false));
 }

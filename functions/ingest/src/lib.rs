@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use eye_shared::api::{Api, GatewayIdentity};
-use eye_shared::ports::{Principal, Scope};
+use eye_shared::ports::{Principal, Reach, Scope};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 
@@ -19,13 +19,13 @@ pub fn gateway_keys(maps: &[Option<&str>]) -> Result<HashMap<String, Principal>,
         let map: HashMap<String, String> = serde_json::from_str(json)
             .map_err(|e| format!("an API key map is not a JSON object of strings: {e}"))?;
         for (id, app) in map {
-            keys.insert(
-                id,
-                Principal {
-                    app,
-                    scopes: vec![Scope::Ingest],
-                },
-            );
+            let principal = Principal {
+                key_id: id.clone(),
+                app,
+                scopes: vec![Scope::Ingest],
+                reach: Reach::AllApps,
+            };
+            keys.insert(id, principal);
         }
     }
     Ok(keys)

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use eye_shared::adapters::memory::Memory;
 use eye_shared::api::{Api, ApiKeyAuth, GatewayAuth};
 use eye_shared::domain::QueuedBatch;
-use eye_shared::ports::{Principal, Scope};
+use eye_shared::ports::{Principal, Reach, Scope};
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {
@@ -53,8 +53,10 @@ async fn via_local_server(name: &str) -> Answer {
     memory.add_key(
         "eye-demo-key-shop-0123456789",
         Principal {
+            key_id: "shop-key".into(),
             app: "shop".into(),
             scopes: vec![Scope::Ingest],
+            reach: Reach::AllApps,
         },
     );
     let api = Api::new(Arc::new(ApiKeyAuth(memory.clone())), memory);

@@ -116,11 +116,12 @@ impl EventQuery for Memory {
     async fn session_events(
         &self,
         session_id: &str,
+        app: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
         let items = lock(&self.events)
             .iter()
-            .filter(|((s, _), _)| s == session_id)
+            .filter(|((s, _), e)| s == session_id && app.is_none_or(|a| e.app == a))
             .map(|((_, k), e)| (k.clone(), e.clone()))
             .collect();
         let range = KeyRange::new(page.after.as_deref(), None, None);
@@ -135,6 +136,7 @@ impl EventQuery for Memory {
         let items = lock(&self.events)
             .values()
             .filter(|e| filter.category.as_ref().is_none_or(|c| &e.category == c))
+            .filter(|e| filter.app.as_ref().is_none_or(|a| &e.app == a))
             .map(|e| (e.time_key(), e.clone()))
             .collect();
         let range = KeyRange::new(page.after.as_deref(), filter.from, filter.to);
@@ -152,6 +154,7 @@ impl ErrorQuery for Memory {
         let items = lock(&self.errors)
             .values()
             .filter(|r| filter.code.is_none_or(|c| r.code == c))
+            .filter(|r| filter.app.as_ref().is_none_or(|a| &r.app == a))
             .map(|r| (r.time_key(), r.clone()))
             .collect();
         let range = KeyRange::new(page.after.as_deref(), filter.from, filter.to);

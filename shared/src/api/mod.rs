@@ -43,9 +43,9 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// The application of the request's key; `None` on the public routes.
-    pub fn app(&self) -> Option<&str> {
-        self.principal.as_ref().map(|p| p.app.as_str())
+    /// Who sent the request; `None` on the public routes.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
     }
 }
 
@@ -164,9 +164,11 @@ impl Api {
             (Route::Health, _) => Ok(self.health().await),
             (Route::OpenApi, _) => Ok(raw_json(StatusCode::OK, OPENAPI_JSON)),
             (Route::Ingest, Some(principal)) => self.ingest(&parts, &principal, body).await,
-            (Route::FindEvents, Some(_)) => self.find_events(&parts).await,
-            (Route::SessionEvents(session), Some(_)) => self.session_events(&parts, &session).await,
-            (Route::FindErrors, Some(_)) => self.find_errors(&parts).await,
+            (Route::FindEvents, Some(p)) => self.find_events(&parts, p.query_app()).await,
+            (Route::SessionEvents(session), Some(p)) => {
+                self.session_events(&parts, &session, p.query_app()).await
+            }
+            (Route::FindErrors, Some(p)) => self.find_errors(&parts, p.query_app()).await,
             // Admitted without a principal: only public routes are.
             (_, None) => Err(ApiError::Forbidden),
         };
@@ -235,25 +237,30 @@ impl Api {
         &self,
         parts: &http::request::Parts,
         session: &str,
+        app: Option<&str>,
     ) -> Result<Response<Bytes>, ApiError> {
         let store = self.events.as_ref().ok_or_else(queries_not_served)?;
         let session = query::decode_path_segment(session)?;
         let params = query::Params::parse(parts.uri.query(), &["limit", "cursor"])?;
         let page = params.page(&format!("s:{session}"))?;
         let found = store
-            .session_events(&session, page)
+            .session_events(&session, app, page)
             .await
             .map_err(|e| unavailable("the event store", &e, self.retry_after_secs))?;
         Ok(page_response("events", found, &format!("s:{session}")))
     }
 
-    async fn find_events(&self, parts: &http::request::Parts) -> Result<Response<Bytes>, ApiError> {
+    async fn find_events(
+        &self,
+        parts: &http::request::Parts,
+        app: Option<&str>,
+    ) -> Result<Response<Bytes>, ApiError> {
         let store = self.events.as_ref().ok_or_else(queries_not_served)?;
         let params = query::Params::parse(
             parts.uri.query(),
             &["category", "from", "to", "limit", "cursor"],
         )?;
-        let filter = params.event_filter()?;
+        let filter = params.event_filter()?.only_app(app);
         let kind = "e";
         let page = params.page(kind)?;
         let found = store
@@ -263,13 +270,17 @@ impl Api {
         Ok(page_response("events", found, kind))
     }
 
-    async fn find_errors(&self, parts: &http::request::Parts) -> Result<Response<Bytes>, ApiError> {
+    async fn find_errors(
+        &self,
+        parts: &http::request::Parts,
+        app: Option<&str>,
+    ) -> Result<Response<Bytes>, ApiError> {
         let store = self.errors.as_ref().ok_or_else(queries_not_served)?;
         let params = query::Params::parse(
             parts.uri.query(),
             &["code", "from", "to", "limit", "cursor"],
         )?;
-        let filter = params.error_filter()?;
+        let filter = params.error_filter()?.only_app(app);
         let kind = "x";
         let page = params.page(kind)?;
         let found = store

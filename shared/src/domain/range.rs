@@ -43,6 +43,8 @@ pub struct EventFilter {
     pub from: Option<Timestamp>,
     /// Up to this time, exclusive.
     pub to: Option<Timestamp>,
+    /// Only this application's (a key restricted to its own app).
+    pub app: Option<String>,
 }
 
 impl EventFilter {
@@ -59,7 +61,18 @@ impl EventFilter {
         if category.is_none() && from.is_none() && to.is_none() {
             return Err(FilterError::NoSelection);
         }
-        Ok(Self { category, from, to })
+        Ok(Self {
+            category,
+            from,
+            to,
+            app: None,
+        })
+    }
+
+    /// The same filter, narrowed to `app` when it is given.
+    pub fn only_app(mut self, app: Option<&str>) -> Self {
+        self.app = app.map(str::to_owned);
+        self
     }
 }
 
@@ -72,6 +85,8 @@ pub struct ErrorFilter {
     pub from: Option<Timestamp>,
     /// Received before this time, exclusive.
     pub to: Option<Timestamp>,
+    /// Only this application's (a key restricted to its own app).
+    pub app: Option<String>,
 }
 
 impl ErrorFilter {
@@ -82,7 +97,18 @@ impl ErrorFilter {
         to: Option<Timestamp>,
     ) -> Result<Self, FilterError> {
         check_range(from, to)?;
-        Ok(Self { code, from, to })
+        Ok(Self {
+            code,
+            from,
+            to,
+            app: None,
+        })
+    }
+
+    /// The same filter, narrowed to `app` when it is given.
+    pub fn only_app(mut self, app: Option<&str>) -> Self {
+        self.app = app.map(str::to_owned);
+        self
     }
 }
 

@@ -132,15 +132,31 @@ impl DynamoStore {
         results
     }
 
-    /// Queries one partition of `index` for sort keys in `[lo, hi]`, up to `want` items.
+    /// Queries one partition of `index` for sort keys in `[lo, hi]`, up to
+    /// `want` items, only those of `app` when it is given. (DynamoDB filters
+    /// after it reads, so a filtered page may take more than one call.)
     async fn query_partition(
         &self,
         table: &str,
         index: Option<&str>,
         (pk_name, pk): (&str, String),
         (sk_name, lo, hi): (&str, &str, &str),
+        app: Option<&str>,
         want: usize,
     ) -> Result<Vec<Item>, BackendError> {
+        let mut names = HashMap::from([
+            ("#pk".to_owned(), pk_name.to_owned()),
+            ("#sk".to_owned(), sk_name.to_owned()),
+        ]);
+        let mut values = HashMap::from([
+            (":pk".to_owned(), AttributeValue::S(pk)),
+            (":lo".to_owned(), AttributeValue::S(lo.to_owned())),
+            (":hi".to_owned(), AttributeValue::S(hi.to_owned())),
+        ]);
+        if let Some(app) = app {
+            names.insert("#app".to_owned(), "app".to_owned());
+            values.insert(":app".to_owned(), AttributeValue::S(app.to_owned()));
+        }
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -150,11 +166,9 @@ impl DynamoStore {
                 .table_name(table)
                 .set_index_name(index.map(str::to_owned))
                 .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
-                .expression_attribute_names("#pk", pk_name)
-                .expression_attribute_names("#sk", sk_name)
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                .expression_attribute_values(":lo", AttributeValue::S(lo.to_owned()))
-                .expression_attribute_values(":hi", AttributeValue::S(hi.to_owned()))
+                .set_filter_expression(app.map(|_| "#app = :app".to_owned()))
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
                 .limit(i32::try_from(want - items.len()).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -175,9 +189,9 @@ impl DynamoStore {
         &self,
         table: &str,
         index: &str,
-        pk_name: &str,
-        prefixes: &[String],
+        (pk_name, prefixes): (&str, &[String]),
         (lo, hi): (&str, &str),
+        app: Option<&str>,
         want: usize,
     ) -> Result<Vec<Item>, BackendError> {
         let mut merged = Vec::new();
@@ -188,6 +202,7 @@ impl DynamoStore {
                     Some(index),
                     (pk_name, format!("{prefix}#{shard}")),
                     ("t", lo, hi),
+                    app,
                     want,
                 )
             });
@@ -427,6 +442,7 @@ impl EventQuery for DynamoStore {
     async fn session_events(
         &self,
         session_id: &str,
+        app: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
         let (lo, hi) = KeyRange::new(page.after.as_deref(), None, None).inclusive();
@@ -436,6 +452,7 @@ impl EventQuery for DynamoStore {
                 None,
                 ("session_id", session_id.to_owned()),
                 ("ts_seq", &lo, &hi),
+                app,
                 page.limit + 1,
             )
             .await?;
@@ -453,7 +470,8 @@ impl EventQuery for DynamoStore {
             .as_ref()
             .map(|c| ("by_category", "cat_pk", c.clone()));
         let table = &self.config.events_table;
-        self.find_in_index(table, by_category, (filter.from, filter.to), page)
+        let app = filter.app.as_deref();
+        self.find_in_index(table, by_category, (filter.from, filter.to), app, page)
             .await?
             .try_map(|item| event_from_item(&item))
     }
@@ -470,7 +488,8 @@ impl ErrorQuery for DynamoStore {
             .code
             .map(|c| ("by_code", "code_pk", c.as_str().to_owned()));
         let table = &self.config.errors_table;
-        self.find_in_index(table, by_code, (filter.from, filter.to), page)
+        let app = filter.app.as_deref();
+        self.find_in_index(table, by_code, (filter.from, filter.to), app, page)
             .await?
             .try_map(|item| error_from_item(&item))
     }
@@ -485,6 +504,7 @@ impl DynamoStore {
         table: &str,
         by_key: Option<(&str, &str, String)>,
         (from, to): (Option<Timestamp>, Option<Timestamp>),
+        app: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<Item>, BackendError> {
         let range = KeyRange::new(page.after.as_deref(), from, to);
@@ -499,14 +519,14 @@ impl DynamoStore {
         let want = page.limit + 1;
         let items = match by_key {
             Some((index, attribute, key)) => {
-                self.fan_out(table, index, attribute, &[key], (&lo, &hi), want)
+                self.fan_out(table, index, (attribute, &[key]), (&lo, &hi), app, want)
                     .await?
             }
             None => {
                 let days = range
                     .days(from, to, Timestamp::now())
                     .map_err(|e| BackendError::Unsupported(e.to_string()))?;
-                self.fan_out(table, "by_time", "day_pk", &days, (&lo, &hi), want)
+                self.fan_out(table, "by_time", ("day_pk", &days), (&lo, &hi), app, want)
                     .await?
             }
         };

@@ -11,12 +11,13 @@ use super::schema::{Db, connect};
 use super::{Sqlite, failed, lock};
 use crate::domain::Timestamp;
 use crate::domain::api_key::{self, ApiKey, NewKey};
-use crate::ports::{BackendError, KeyStore, Principal, Scope};
+use crate::ports::{BackendError, KeyStore, Principal, Reach, Scope};
 
 #[derive(Clone)]
 pub(super) struct CachedKey {
     app: String,
     scopes: Vec<Scope>,
+    reach: Reach,
     secret_hash: Vec<u8>,
     revoked: bool,
 }
@@ -26,17 +27,29 @@ pub(super) struct CachedKey {
 const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 
 impl Sqlite {
-    /// Creates a key for `app` with `scopes`, returning the key in clear. Only
-    /// its SHA-256 is stored.
-    pub fn create_key(&self, app: &str, scopes: &[Scope]) -> Result<String, BackendError> {
+    /// Creates a key for `app` with `scopes`, whose queries read what `reach`
+    /// says, returning the key in clear. Only its SHA-256 is stored.
+    pub fn create_key(
+        &self,
+        app: &str,
+        scopes: &[Scope],
+        reach: Reach,
+    ) -> Result<String, BackendError> {
         let conn = connect(&self.inner.path, Db::Store, true).map_err(failed)?;
         let mut random = [0u8; api_key::ID_BYTES + api_key::SECRET_BYTES];
         getrandom::fill(&mut random).map_err(failed)?;
         let new = NewKey::from_random(&random);
         let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
         conn.execute(
-            "INSERT INTO api_keys (id, app, scopes, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![new.id, app, scopes.join(","), new.secret_hash, Timestamp::now().to_rfc3339()],
+            "INSERT INTO api_keys (id, app, scopes, own_app_only, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                new.id,
+                app,
+                scopes.join(","),
+                reach == Reach::OwnApp,
+                new.secret_hash,
+                Timestamp::now().to_rfc3339()
+            ],
         )
         .map_err(failed)?;
         Ok(new.key)
@@ -46,7 +59,7 @@ impl Sqlite {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendError> {
         let conn = connect(&self.inner.path, Db::Store, true).map_err(failed)?;
         let mut stmt = conn
-            .prepare("SELECT id, app, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
+            .prepare("SELECT id, app, scopes, own_app_only, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
             .map_err(failed)?;
         let rows = stmt
             .query_map([], |r| {
@@ -58,8 +71,9 @@ impl Sqlite {
                         .split(',')
                         .filter_map(Scope::parse)
                         .collect(),
-                    created_at: r.get(3)?,
-                    revoked_at: r.get(4)?,
+                    own_app_only: r.get(3)?,
+                    created_at: r.get(4)?,
+                    revoked_at: r.get(5)?,
                 })
             })
             .map_err(failed)?;
@@ -103,6 +117,8 @@ pub struct KeyInfo {
     /// What it allows.
     #[serde(serialize_with = "scope_names")]
     pub scopes: Vec<Scope>,
+    /// Whether its queries read only its own app's data.
+    pub own_app_only: bool,
     /// When it was made.
     pub created_at: String,
     /// When it was revoked, if it was.
@@ -131,14 +147,15 @@ impl KeyStore for Sqlite {
                 let found = self
                     .read(move |conn| {
                         conn.query_row(
-                            "SELECT app, scopes, secret_hash, revoked_at IS NOT NULL FROM api_keys WHERE id = ?1",
+                            "SELECT app, scopes, own_app_only, secret_hash, revoked_at IS NOT NULL FROM api_keys WHERE id = ?1",
                             [id_owned],
                             |r| {
                                 Ok(CachedKey {
                                     app: r.get(0)?,
                                     scopes: r.get::<_, String>(1)?.split(',').filter_map(Scope::parse).collect(),
-                                    secret_hash: r.get(2)?,
-                                    revoked: r.get(3)?,
+                                    reach: if r.get(2)? { Reach::OwnApp } else { Reach::AllApps },
+                                    secret_hash: r.get(3)?,
+                                    revoked: r.get(4)?,
                                 })
                             },
                         )
@@ -152,9 +169,11 @@ impl KeyStore for Sqlite {
             }
         };
         Ok(key.and_then(|k| {
-            (presented.matches(&k.secret_hash) && !k.revoked).then_some(Principal {
+            (presented.matches(&k.secret_hash) && !k.revoked).then(|| Principal {
+                key_id: id.to_owned(),
                 app: k.app,
                 scopes: k.scopes,
+                reach: k.reach,
             })
         }))
     }

@@ -97,9 +97,11 @@ impl EventQuery for Sqlite {
     async fn session_events(
         &self,
         session_id: &str,
+        app: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<StoredEvent>, BackendError> {
         let session_id = session_id.to_owned();
+        let app = app.map(str::to_owned);
         let inner = Arc::clone(&self.inner);
         self.read(move |conn| {
             let range = KeyRange::new(page.after.as_deref(), None, None);
@@ -111,9 +113,10 @@ impl EventQuery for Sqlite {
             let mut rows = tx
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM session_index s JOIN events e ON e.id = s.id AND e.session_id = s.session_id
-                     WHERE s.session_id = ?1 AND s.ts_seq > ?2 AND s.id <= ?3 ORDER BY s.ts_seq LIMIT ?4"
+                     WHERE s.session_id = ?1 AND s.ts_seq > ?2 AND s.id <= ?3 AND (?5 IS NULL OR e.app = ?5)
+                     ORDER BY s.ts_seq LIMIT ?4"
                 ))?
-                .query_map(params![session_id, after, indexed, limit as i64], event_from_row)?
+                .query_map(params![session_id, after, indexed, limit as i64, app], event_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let answer = lock(&inner.recent).lookup(&session_id, indexed, newest);
             let mut by_id = tx.prepare_cached(&format!(
@@ -124,7 +127,9 @@ impl EventQuery for Sqlite {
                 let row = by_id
                     .query_row(params![id, session_id], event_from_row)
                     .optional()?;
-                rows.extend(row.filter(|(_, key, _)| range.contains(key)));
+                rows.extend(row.filter(|(e, key, _)| {
+                    range.contains(key) && app.as_ref().is_none_or(|a| *a == e.app)
+                }));
             }
             drop(by_id);
             if let Some(scan_after) = answer.scan_after {
@@ -134,9 +139,10 @@ impl EventQuery for Sqlite {
                 let scanned = tx
                     .prepare_cached(&format!(
                         "SELECT {EVENT_COLUMNS} FROM events e NOT INDEXED
-                         WHERE e.id > ?1 AND e.session_id = ?2 AND e.ts_seq > ?3 ORDER BY e.ts_seq LIMIT ?4"
+                         WHERE e.id > ?1 AND e.session_id = ?2 AND e.ts_seq > ?3 AND (?5 IS NULL OR e.app = ?5)
+                         ORDER BY e.ts_seq LIMIT ?4"
                     ))?
-                    .query_map(params![scan_after, session_id, after, limit as i64], event_from_row)?
+                    .query_map(params![scan_after, session_id, after, limit as i64, app], event_from_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 rows.extend(scanned);
             }
@@ -162,16 +168,18 @@ impl EventQuery for Sqlite {
             let rows = match &filter.category {
                 Some(category) => {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM events e WHERE category = ?1 AND t > ?2 AND t < ?3 ORDER BY t LIMIT ?4"
+                        "SELECT {EVENT_COLUMNS} FROM events e
+                         WHERE category = ?1 AND t > ?2 AND t < ?3 AND (?5 IS NULL OR e.app = ?5) ORDER BY t LIMIT ?4"
                     ))?;
-                    stmt.query_map(params![category, lo, hi, limit], event_from_row)?
+                    stmt.query_map(params![category, lo, hi, limit, filter.app], event_from_row)?
                         .collect::<rusqlite::Result<Vec<_>>>()?
                 }
                 None => {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM events e WHERE t > ?1 AND t < ?2 ORDER BY t LIMIT ?3"
+                        "SELECT {EVENT_COLUMNS} FROM events e
+                         WHERE t > ?1 AND t < ?2 AND (?4 IS NULL OR e.app = ?4) ORDER BY t LIMIT ?3"
                     ))?;
-                    stmt.query_map(params![lo, hi, limit], event_from_row)?
+                    stmt.query_map(params![lo, hi, limit, filter.app], event_from_row)?
                         .collect::<rusqlite::Result<Vec<_>>>()?
                 }
             };
@@ -218,10 +226,11 @@ impl ErrorQuery for Sqlite {
             let code = filter.code.map(|c| c.as_str());
             let mut stmt = conn.prepare_cached(
                 "SELECT error_id, code, message, field, app, received_at, event_id, event, t FROM errors
-                 WHERE (?1 IS NULL OR code = ?1) AND t > ?2 AND t < ?3 ORDER BY t LIMIT ?4",
+                 WHERE (?1 IS NULL OR code = ?1) AND t > ?2 AND t < ?3 AND (?5 IS NULL OR app = ?5)
+                 ORDER BY t LIMIT ?4",
             )?;
             let rows = stmt
-                .query_map(params![code, lo, hi, page.limit as i64 + 1], error_from_row)?
+                .query_map(params![code, lo, hi, page.limit as i64 + 1, filter.app], error_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(Page::from_fetched(rows, page.limit, |(_, t)| t.clone()).map(|(r, _)| r))
         })

@@ -4,10 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 /// 1: events indexed by session on every insert. 2: `session_index`, in bulk.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// 3: `api_keys.own_app_only`.
+pub(super) const SCHEMA_VERSION: i64 = 3;
+
+/// Columns added after a table was first made: `(table, column, definition)`.
+/// A file made before them gains them when it is migrated; each must have a
+/// default, so older binaries that do not name them still write valid rows.
+const ADDED_COLUMNS: [(&str, &str, &str); 1] =
+    [("api_keys", "own_app_only", "INTEGER NOT NULL DEFAULT 0")];
 
 /// The store file: what analysts open with `sqlite3`.
 ///
@@ -69,6 +76,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     id          TEXT PRIMARY KEY,
     app         TEXT NOT NULL,
     scopes      TEXT NOT NULL,
+    own_app_only INTEGER NOT NULL DEFAULT 0,
     secret_hash BLOB NOT NULL,
     created_at  TEXT NOT NULL,
     revoked_at  TEXT
@@ -163,12 +171,36 @@ pub(super) fn connect(
         refuse_foreign(&conn, path)?;
     }
     if version < SCHEMA_VERSION {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
-            db.schema()
-        ))?;
+        migrate(&conn, db)?;
     }
     Ok(conn)
+}
+
+/// Creates what is missing, in one transaction: tables and indexes, then the
+/// columns added since the file was made. Safe when two processes race: the
+/// second finds everything there.
+fn migrate(conn: &Connection, db: Db) -> rusqlite::Result<()> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    tx.execute_batch(db.schema())?;
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        let table_here: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [table],
+            |r| r.get(0),
+        )?;
+        if table_here && !present {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
 }
 
 /// Tables a file of The Eye may hold before its schema is versioned.
