@@ -667,3 +667,92 @@ async fn throttling_is_retried_then_dead_lettered_then_redriven() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_two_backends_store_an_accepted_event_alike() {
+    let e = env(4, 5).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let sqlite = eye_shared::adapters::sqlite::Sqlite::open(
+        eye_shared::adapters::sqlite::SqliteConfig::new(dir.path().join("eye.db")),
+    )
+    .unwrap();
+    let events = vec![
+        (
+            "with-everything".to_string(),
+            common::identified_event("s-alike", "2021-01-01 09:00:00"),
+        ),
+        (
+            "plain".to_string(),
+            event(
+                "s-alike",
+                "page interaction",
+                "pageview",
+                "2021-01-01 09:00:01",
+                "/",
+            ),
+        ),
+    ];
+    // One message, so both stores see the same received_at.
+    let body = batch("shop", &events).encode(usize::MAX).remove(0).body;
+    let msg = QueueMessage {
+        id: "1".into(),
+        body,
+        receive_count: 1,
+    };
+    let on_dynamo = processor(Arc::new(e.store.clone()), Arc::new(e.store.clone()));
+    let on_sqlite = processor(Arc::new(sqlite.clone()), Arc::new(sqlite.clone()));
+    for p in [&on_dynamo, &on_sqlite] {
+        let outcome = p.process(std::slice::from_ref(&msg)).await;
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        assert_eq!(outcome.report.stored, 2);
+    }
+    let as_json = |page: Page<StoredEvent>| -> Vec<serde_json::Value> {
+        page.items
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap();
+                // The raw texts may differ in spacing and key order; compare values.
+                for field in ["data", "context"] {
+                    if let Some(text) = e_field(e, field) {
+                        v[field] = serde_json::from_str(&text).unwrap();
+                    }
+                }
+                v
+            })
+            .collect()
+    };
+    fn e_field(e: &StoredEvent, field: &str) -> Option<String> {
+        match field {
+            "data" => Some(e.data.get().to_owned()),
+            _ => e.context.as_ref().map(|c| c.get().to_owned()),
+        }
+    }
+    let from_dynamo = as_json(
+        e.store
+            .session_events("s-alike", None, page(10))
+            .await
+            .unwrap(),
+    );
+    let from_sqlite = as_json(
+        sqlite
+            .session_events("s-alike", None, page(10))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(from_dynamo, from_sqlite);
+    let first = &from_sqlite[0];
+    assert_eq!(first["user_id"], "user-7");
+    assert_eq!(first["anonymous_id"], "anon-é");
+    assert_eq!(first["context"]["page"]["title"], "Ünïcode");
+    assert_eq!(
+        first["context"]["list"],
+        serde_json::json!([1, "two", null, true])
+    );
+    let plain = &from_sqlite[1];
+    for absent in ["user_id", "anonymous_id", "context"] {
+        assert!(
+            plain.get(absent).is_none(),
+            "{absent} is left out when not sent: {plain}"
+        );
+    }
+}

@@ -692,7 +692,7 @@ async fn a_version_1_store_is_migrated_to_the_bulk_session_index() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let old_index: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_by_session'",
@@ -861,26 +861,50 @@ async fn an_app_filter_reads_only_that_apps_events_and_errors_on_every_path() {
 }
 
 #[tokio::test]
-async fn a_version_2_store_gains_the_own_app_column_and_keeps_its_keys() {
+async fn a_version_2_store_gains_the_new_columns_and_keeps_its_keys_and_events() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("eye.db");
-    let old_key = open(&dir)
-        .create_key("shop", &[Scope::Query], Reach::AllApps)
-        .unwrap();
+    let old_key = {
+        let db = open(&dir);
+        store_seconds(&db, 0..3).await;
+        db.create_key("shop", &[Scope::Query], Reach::AllApps)
+            .unwrap()
+    };
     {
-        // What schema version 2 had: api_keys without own_app_only.
+        // What schema version 2 had: api_keys without own_app_only, events
+        // without identities and context.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "ALTER TABLE api_keys DROP COLUMN own_app_only; PRAGMA user_version = 2;",
+            "ALTER TABLE api_keys DROP COLUMN own_app_only;
+             ALTER TABLE events DROP COLUMN user_id;
+             ALTER TABLE events DROP COLUMN anonymous_id;
+             ALTER TABLE events DROP COLUMN context;
+             PRAGMA user_version = 2;",
         )
         .unwrap();
     }
     let db = open(&dir);
+    assert_eq!(session_paths(&db, "s", 2).await, ["/0", "/1", "/2"]);
+    enqueue(
+        &db,
+        "shop",
+        &[(
+            "new".into(),
+            common::identified_event("s", "2021-01-01 09:00:03"),
+        )],
+    )
+    .await
+    .unwrap();
+    drain(&db).await;
+    let got = db.session_events("s", None, page(10)).await.unwrap();
+    assert_eq!(got.items.len(), 4);
+    assert_eq!(got.items[3].user_id.as_deref(), Some("user-7"));
+    assert!(got.items[0].user_id.is_none() && got.items[0].context.is_none());
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let old = db
         .verify(&old_key)
         .await

@@ -40,6 +40,8 @@ pub const MAX_SESSION_ID_CHARS: usize = 128;
 pub const MAX_TYPE_CHARS: usize = 64;
 /// Maximum length of a client `event_id`, in characters.
 pub const MAX_EVENT_ID_CHARS: usize = 64;
+/// Maximum length of `user_id` and `anonymous_id`, in characters.
+pub const MAX_IDENTITY_CHARS: usize = 256;
 /// Most field errors listed in one answer.
 pub const MAX_DETAILS: usize = 100;
 
@@ -69,6 +71,12 @@ pub struct EventInput<'a> {
     pub timestamp: Timestamp,
     /// The client's idempotency key, if it sent one.
     pub event_id: Option<Cow<'a, str>>,
+    /// Who the user is, by the application's own id, if known.
+    pub user_id: Option<Cow<'a, str>>,
+    /// The device's or browser's id for a user not (yet) known.
+    pub anonymous_id: Option<Cow<'a, str>>,
+    /// Where the event happened (page, device, library...): a JSON object.
+    pub context: Option<&'a RawValue>,
 }
 
 /// One problem with one field of one event.
@@ -301,11 +309,14 @@ pub fn parse_event(raw: &RawValue) -> Result<EventInput<'_>, Vec<FieldError>> {
             "data" => &mut seen.data,
             "timestamp" => &mut seen.timestamp,
             "event_id" => &mut seen.event_id,
+            "user_id" => &mut seen.user_id,
+            "anonymous_id" => &mut seen.anonymous_id,
+            "context" => &mut seen.context,
             other => {
                 fail(
                     other,
                     format!(
-                        "unknown field `{other}`; an event has session_id, category, name, data, timestamp and an optional event_id"
+                        "unknown field `{other}`; an event has session_id, category, name, data, timestamp and optional event_id, user_id, anonymous_id and context"
                     ),
                 );
                 continue;
@@ -365,14 +376,38 @@ pub fn parse_event(raw: &RawValue) -> Result<EventInput<'_>, Vec<FieldError>> {
         },
     };
 
-    let event_id = match object.get("event_id") {
+    let mut optional_text = |field: &str, max: usize| match object.get(field) {
         Some(value) if value.get() != "null" => {
-            text_field(&object, "event_id", 1, MAX_EVENT_ID_CHARS, &mut fail).map(Some)
+            text_field(&object, field, 1, max, &mut fail).map(Some)
         }
         _ => Some(None),
     };
+    let event_id = optional_text("event_id", MAX_EVENT_ID_CHARS);
+    let user_id = optional_text("user_id", MAX_IDENTITY_CHARS);
+    let anonymous_id = optional_text("anonymous_id", MAX_IDENTITY_CHARS);
 
-    match (session_id, category, name, data, timestamp, event_id) {
+    let context = match object.get("context") {
+        Some(value) if value.get().starts_with('{') => Some(Some(value)),
+        Some(value) if value.get() == "null" => Some(None),
+        None => Some(None),
+        Some(value) => {
+            fail(
+                "context",
+                format!("`context` must be a JSON object, got {}", json_kind(value)),
+            );
+            None
+        }
+    };
+
+    match (
+        session_id,
+        category,
+        name,
+        data,
+        timestamp,
+        event_id,
+        (user_id, anonymous_id, context),
+    ) {
         (
             Some(session_id),
             Some(category),
@@ -380,6 +415,7 @@ pub fn parse_event(raw: &RawValue) -> Result<EventInput<'_>, Vec<FieldError>> {
             Some(data),
             Some(timestamp),
             Some(event_id),
+            (Some(user_id), Some(anonymous_id), Some(context)),
         ) if errors.is_empty() => Ok(EventInput {
             raw,
             session_id,
@@ -388,6 +424,9 @@ pub fn parse_event(raw: &RawValue) -> Result<EventInput<'_>, Vec<FieldError>> {
             data,
             timestamp,
             event_id,
+            user_id,
+            anonymous_id,
+            context,
         }),
         _ => Err(errors),
     }
@@ -401,6 +440,9 @@ struct Seen {
     data: bool,
     timestamp: bool,
     event_id: bool,
+    user_id: bool,
+    anonymous_id: bool,
+    context: bool,
 }
 
 fn text_field<'a>(
@@ -819,6 +861,58 @@ mod tests {
         let body = event_with("event_id", "\"abc-1\"");
         let env = parse(&body).unwrap();
         assert_eq!(env.events[0].event_id.as_deref(), Some("abc-1"));
+    }
+
+    #[test]
+    fn identities_and_context_are_optional_and_checked() {
+        let env = parse(SEED_PAGEVIEW).unwrap();
+        let e = &env.events[0];
+        assert!(e.user_id.is_none() && e.anonymous_id.is_none() && e.context.is_none());
+        let mut v: serde_json::Value = serde_json::from_str(SEED_PAGEVIEW).unwrap();
+        v["user_id"] = "u-1".into();
+        v["anonymous_id"] = "a-1".into();
+        v["context"] = serde_json::json!({"page": {"url": "https://x/"}, "n": 1});
+        let body = v.to_string();
+        let env = parse(&body).unwrap();
+        let e = &env.events[0];
+        assert_eq!(e.user_id.as_deref(), Some("u-1"));
+        assert_eq!(e.anonymous_id.as_deref(), Some("a-1"));
+        assert_eq!(
+            e.context.unwrap().get(),
+            r#"{"n":1,"page":{"url":"https://x/"}}"#
+        );
+        for null in ["user_id", "anonymous_id", "context"] {
+            let body = event_with(null, "null");
+            let env = parse(&body).unwrap();
+            let e = &env.events[0];
+            assert!(e.user_id.is_none() && e.anonymous_id.is_none() && e.context.is_none());
+        }
+        let too_long = format!("\"{}\"", "u".repeat(MAX_IDENTITY_CHARS + 1));
+        for (field, value, says) in [
+            ("user_id", too_long.as_str(), "it must have 1 to 256"),
+            ("anonymous_id", "\"\"", "it must have 1 to 256"),
+            ("user_id", "42", "must be a string"),
+            ("anonymous_id", "\"a\\u0007\"", "control character"),
+            (
+                "context",
+                "[]",
+                "`context` must be a JSON object, got an array",
+            ),
+            (
+                "context",
+                "\"page\"",
+                "`context` must be a JSON object, got a string",
+            ),
+        ] {
+            let d = details(&event_with(field, value));
+            assert_eq!(d.len(), 1, "{field} {value}: {d:?}");
+            assert_eq!(d[0].field.as_deref(), Some(field));
+            assert!(
+                d[0].message.contains(says),
+                "{field} {value}: {}",
+                d[0].message
+            );
+        }
     }
 
     #[test]

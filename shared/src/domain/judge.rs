@@ -1,6 +1,8 @@
 //! Judging one queued event: store it, or record why not. (Processing a
 //! batch of them is the use case in `app::process`.)
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -135,21 +137,27 @@ pub fn judge(
         );
     }
 
-    // The envelope checked `data`'s syntax only: its values may still be
-    // beyond what JSON values can hold here (and in a DynamoDB map). Say so,
-    // rather than let the schema blame a `null`.
+    // The envelope checked the syntax of `data` and `context` only: their
+    // values may still be beyond what JSON values can hold here (and in a
+    // DynamoDB map). Say so, rather than let the schema blame a `null`.
+    let unreadable = |field: &str, e: serde_json::Error| {
+        reject(
+            ErrorCode::InvalidEvent,
+            Some(format!("/{field}")),
+            format!(
+                "`{field}` cannot be read as JSON values: {e}; numbers must fit a 64-bit float (at most about 1.8e308), strings must be whole Unicode (no lone surrogate such as \\ud800), and objects and arrays may nest at most {MAX_DATA_DEPTH} levels"
+            ),
+        )
+    };
     let data: Value = match serde_json::from_str(event.data.get()) {
         Ok(data) => data,
-        Err(e) => {
-            return reject(
-                ErrorCode::InvalidEvent,
-                Some("/data".into()),
-                format!(
-                    "`data` cannot be read as JSON values: {e}; numbers must fit a 64-bit float (at most about 1.8e308), strings must be whole Unicode (no lone surrogate such as \\ud800), and objects and arrays may nest at most {MAX_DATA_DEPTH} levels"
-                ),
-            );
-        }
+        Err(e) => return unreadable("data", e),
     };
+    if let Some(context) = event.context {
+        if let Err(e) = serde_json::from_str::<Value>(context.get()) {
+            return unreadable("context", e);
+        }
+    }
     match schemas.check(&event.category, &event.name, &data) {
         SchemaCheck::Valid => {}
         SchemaCheck::UnknownType if !rules.strict_types => {}
@@ -178,6 +186,9 @@ pub fn judge(
         timestamp,
         original_timestamp: ctx.sent_at.map(|_| original),
         received_at: ctx.received_at,
+        user_id: event.user_id.map(Cow::into_owned),
+        anonymous_id: event.anonymous_id.map(Cow::into_owned),
+        context: event.context.map(RawValue::to_owned),
     })
 }
 
@@ -391,6 +402,28 @@ mod tests {
                 }
                 Verdict::Store(_) => panic!("stored {data}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_context_beyond_json_values_names_the_context_and_identities_are_kept() {
+        let base = r#"{"session_id":"s1","category":"c","name":"n","data":{},"timestamp":"2021-01-01 09:15:00","user_id":"u","anonymous_id":"a""#;
+        let bad = raw(&format!(r#"{base},"context":{{"n":1e400}}}}"#));
+        match run(ctx("2021-01-01 09:16:00", None), &bad, Rules::default()) {
+            Verdict::Reject(r) => {
+                assert_eq!(r.field.as_deref(), Some("/context"));
+                assert!(r.message.contains("number out of range"), "{}", r.message);
+            }
+            Verdict::Store(_) => panic!("stored a context of 1e400"),
+        }
+        let good = raw(&format!(r#"{base},"context":{{"page":{{"path":"/"}}}}}}"#));
+        match run(ctx("2021-01-01 09:16:00", None), &good, Rules::default()) {
+            Verdict::Store(e) => {
+                assert_eq!(e.user_id.as_deref(), Some("u"));
+                assert_eq!(e.anonymous_id.as_deref(), Some("a"));
+                assert_eq!(e.context.unwrap().get(), r#"{"page":{"path":"/"}}"#);
+            }
+            Verdict::Reject(r) => panic!("{}", r.message),
         }
     }
 

@@ -28,6 +28,16 @@ pub struct StoredEvent {
     pub original_timestamp: Option<Timestamp>,
     /// When ingest accepted it.
     pub received_at: Timestamp,
+    /// The application's id of the user, when the sender knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The device's or browser's id of the user, when the sender had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    /// Where it happened (page, device, library...): a JSON object, exactly as
+    /// sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Box<RawValue>>,
 }
 
 impl StoredEvent {

@@ -89,3 +89,10 @@ pub fn answer_names(answer: &Value) -> Vec<&str> {
         .map(|e| e["name"].as_str().expect("a name"))
         .collect()
 }
+
+/// A pageview that carries every optional field: identities and a context.
+pub fn identified_event(session: &str, ts: &str) -> Box<RawValue> {
+    raw(format!(
+        r#"{{"session_id":"{session}","category":"page interaction","name":"pageview","data":{{"host":"h","path":"/"}},"timestamp":"{ts}","user_id":"user-7","anonymous_id":"anon-é","context":{{"page":{{"url":"https://h/","title":"Ünïcode"}},"library":{{"name":"t","version":"1.0"}},"screen":{{"width":1280}},"list":[1,"two",null,true]}}}}"#
+    ))
+}

@@ -230,6 +230,13 @@ fn s<'a>(item: &'a Item, name: &str) -> &'a str {
     }
 }
 
+fn optional(item: &Item, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
 fn required(item: &Item, name: &str) -> Result<String, BackendError> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Ok(v.clone()),
@@ -333,6 +340,15 @@ pub fn event_item(e: &StoredEvent, shards: u16, expires_at: Option<AttributeValu
     .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)))
     .collect();
     item.insert("data".into(), to_attribute(&data));
+    for (name, id) in [("user_id", &e.user_id), ("anonymous_id", &e.anonymous_id)] {
+        if let Some(id) = id {
+            item.insert(name.into(), AttributeValue::S(id.clone()));
+        }
+    }
+    if let Some(context) = &e.context {
+        let context: Value = serde_json::from_str(context.get()).unwrap_or(Value::Null);
+        item.insert("context".into(), to_attribute(&context));
+    }
     if let Some(original) = e.original_timestamp {
         item.insert(
             "original_timestamp".into(),
@@ -362,6 +378,15 @@ fn event_from_item(item: &Item) -> Result<StoredEvent, BackendError> {
             None => None,
         },
         received_at: time(item, "received_at")?,
+        user_id: optional(item, "user_id"),
+        anonymous_id: optional(item, "anonymous_id"),
+        context: match item.get("context") {
+            Some(c) => Some(
+                RawValue::from_string(from_attribute(c).to_string())
+                    .map_err(|e| BackendError::Failed(format!("attribute context: {e}")))?,
+            ),
+            None => None,
+        },
     })
 }
 

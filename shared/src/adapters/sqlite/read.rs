@@ -55,7 +55,7 @@ impl Sqlite {
 }
 
 /// The columns [`event_from_row`] reads, of `events` aliased `e`.
-const EVENT_COLUMNS: &str = "e.event_id, e.app, e.session_id, e.category, e.name, e.data, e.timestamp, e.original_timestamp, e.received_at, e.ts_seq, e.t";
+const EVENT_COLUMNS: &str = "e.event_id, e.app, e.session_id, e.category, e.name, e.data, e.timestamp, e.original_timestamp, e.received_at, e.ts_seq, e.t, e.user_id, e.anonymous_id, e.context";
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredEvent, String, String)> {
     let ts = |i: usize| -> rusqlite::Result<Timestamp> {
@@ -86,6 +86,18 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredEvent, Strin
             timestamp: ts(6)?,
             original_timestamp: original,
             received_at: ts(8)?,
+            user_id: r.get(11)?,
+            anonymous_id: r.get(12)?,
+            context: match r.get::<_, Option<String>>(13)? {
+                Some(c) => Some(RawValue::from_string(c).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        13,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?),
+                None => None,
+            },
         },
         r.get(9)?,
         r.get(10)?,

@@ -7,14 +7,18 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 /// 1: events indexed by session on every insert. 2: `session_index`, in bulk.
-/// 3: `api_keys.own_app_only`.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// 3: `api_keys.own_app_only`. 4: `events.user_id`, `anonymous_id`, `context`.
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Columns added after a table was first made: `(table, column, definition)`.
 /// A file made before them gains them when it is migrated; each must have a
 /// default, so older binaries that do not name them still write valid rows.
-const ADDED_COLUMNS: [(&str, &str, &str); 1] =
-    [("api_keys", "own_app_only", "INTEGER NOT NULL DEFAULT 0")];
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    ("api_keys", "own_app_only", "INTEGER NOT NULL DEFAULT 0"),
+    ("events", "user_id", "TEXT"),
+    ("events", "anonymous_id", "TEXT"),
+    ("events", "context", "TEXT"),
+];
 
 /// The store file: what analysts open with `sqlite3`.
 ///
@@ -42,7 +46,10 @@ CREATE TABLE IF NOT EXISTS events (
     data               TEXT NOT NULL,
     timestamp          TEXT NOT NULL,
     original_timestamp TEXT,
-    received_at        TEXT NOT NULL
+    received_at        TEXT NOT NULL,
+    user_id            TEXT,
+    anonymous_id       TEXT,
+    context            TEXT
 );
 DROP INDEX IF EXISTS events_by_session;
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events (ts_seq, session_id);

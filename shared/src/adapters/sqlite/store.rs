@@ -146,8 +146,8 @@ fn insert_events(
 ) -> Result<Vec<PutOutcome>, BackendError> {
     let mut stmt = conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO events (session_id, ts_seq, t, event_id, app, category, name, data, timestamp, original_timestamp, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT OR IGNORE INTO events (session_id, ts_seq, t, event_id, app, category, name, data, timestamp, original_timestamp, received_at, user_id, anonymous_id, context)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )
         .map_err(failed)?;
     events
@@ -166,6 +166,9 @@ fn insert_events(
                     e.timestamp.to_rfc3339(),
                     e.original_timestamp.map(|t| t.to_rfc3339()),
                     e.received_at.to_rfc3339(),
+                    e.user_id,
+                    e.anonymous_id,
+                    e.context.as_ref().map(|c| c.get()),
                 ])
                 .map_err(failed)?;
             if changed != 1 {
