@@ -11,6 +11,7 @@ mod error;
 mod query;
 mod response;
 mod route;
+mod segment;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,13 +115,15 @@ impl Api {
     pub async fn admit(&self, parts: &http::request::Parts) -> Result<Admitted, Response<Bytes>> {
         let route =
             Route::resolve(&parts.method, parts.uri.path()).map_err(ApiError::into_response)?;
-        let principal = match route.scope() {
-            Some(scope) => Some(
+        let principal = match (&route, route.scope()) {
+            // The key may be in the body (Segment's writeKey).
+            (Route::Segment(_), _) => segment::admit(self, parts).await?,
+            (_, Some(scope)) => Some(
                 self.authorize(parts, scope)
                     .await
                     .map_err(ApiError::into_response)?,
             ),
-            None => None,
+            (_, None) => None,
         };
         Ok(Admitted { route, principal })
     }
@@ -169,6 +172,9 @@ impl Api {
                 self.session_events(&parts, &session, p.query_app()).await
             }
             (Route::FindErrors, Some(p)) => self.find_errors(&parts, p.query_app()).await,
+            (Route::Segment(call), principal) => {
+                Ok(segment::handle(self, &parts, call, principal, body).await)
+            }
             // Admitted without a principal: only public routes are.
             (_, None) => Err(ApiError::Forbidden),
         };

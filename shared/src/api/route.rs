@@ -4,6 +4,7 @@
 use http::{Method, StatusCode};
 
 use super::error::{ApiError, method_not_allowed};
+use crate::domain::segment::SegmentCall;
 use crate::ports::Scope;
 
 /// Where a request goes.
@@ -23,6 +24,8 @@ pub(super) enum Route {
     SessionEvents(String),
     /// `GET /v1/errors`.
     FindErrors,
+    /// `POST /v1/batch`, `/v1/track`, ...: Segment's tracking API.
+    Segment(SegmentCall),
 }
 
 impl Route {
@@ -48,6 +51,12 @@ impl Route {
                 _,
             ) => Err(method_not_allowed("GET")),
             (["v1", "events"], _) => Err(method_not_allowed("GET, POST")),
+            (["v1", name], method) if SegmentCall::from_path(name).is_some() => {
+                match (SegmentCall::from_path(name), method) {
+                    (Some(call), &Method::POST) => Ok(Route::Segment(call)),
+                    _ => Err(method_not_allowed("POST")),
+                }
+            }
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -60,7 +69,7 @@ impl Route {
     pub(super) fn scope(&self) -> Option<Scope> {
         match self {
             Route::Index | Route::Health | Route::OpenApi => None,
-            Route::Ingest => Some(Scope::Ingest),
+            Route::Ingest | Route::Segment(_) => Some(Scope::Ingest),
             Route::FindEvents | Route::SessionEvents(_) | Route::FindErrors => Some(Scope::Query),
         }
     }

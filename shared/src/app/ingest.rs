@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config;
 use crate::domain::keys::generated_event_id;
+use crate::domain::segment::{SegmentBody, SegmentCall, SegmentLimits, parse_segment_body};
 use crate::domain::{EnvelopeError, Limits, QueuedBatch, QueuedEvent, Timestamp, parse_body};
 use crate::ports::{BackendError, EventQueue};
 
@@ -33,6 +34,7 @@ pub enum IngestError {
 pub struct Ingest {
     queue: Arc<dyn EventQueue>,
     limits: Limits,
+    segment_limits: SegmentLimits,
     timeout: Duration,
 }
 
@@ -42,6 +44,7 @@ impl Ingest {
         Self {
             queue,
             limits: Limits::default(),
+            segment_limits: SegmentLimits::default(),
             timeout: config::ENQUEUE_TIMEOUT,
         }
     }
@@ -85,8 +88,58 @@ impl Ingest {
             })
             .collect();
         let batch = QueuedBatch::new(app, Timestamp::now(), envelope.sent_at, events);
-        match tokio::time::timeout(self.timeout, self.queue.enqueue(&batch)).await {
-            Ok(Ok(())) => Ok(Accepted { event_ids }),
+        self.enqueue(&batch).await?;
+        Ok(Accepted { event_ids })
+    }
+
+    /// The limits of a Segment request.
+    pub fn segment_limits(&self) -> SegmentLimits {
+        self.segment_limits
+    }
+
+    /// Checks a Segment body's shape and limits. Its messages are judged
+    /// one by one when processed, so one bad message costs no other.
+    pub fn parse_segment(
+        &self,
+        call: SegmentCall,
+        body: &[u8],
+    ) -> Result<SegmentBody, IngestError> {
+        Ok(parse_segment_body(body, call, &self.segment_limits)?)
+    }
+
+    /// Queues a Segment body's messages for `app`: each one's event id is its
+    /// `messageId`, or one made here from the message when it has none.
+    pub async fn accept_segment(
+        &self,
+        app: &str,
+        body: &SegmentBody,
+    ) -> Result<Accepted, IngestError> {
+        let event_ids: Vec<String> = body
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| match &m.message_id {
+                Some(id) => id.clone(),
+                None => generated_event_id(app, i, m.raw.get()),
+            })
+            .collect();
+        let events = body
+            .messages
+            .iter()
+            .zip(&event_ids)
+            .map(|(m, id)| QueuedEvent {
+                event_id: id.as_str().into(),
+                event: &m.raw,
+            })
+            .collect();
+        self.enqueue(&QueuedBatch::segment(app, Timestamp::now(), events))
+            .await?;
+        Ok(Accepted { event_ids })
+    }
+
+    async fn enqueue(&self, batch: &QueuedBatch<'_>) -> Result<(), IngestError> {
+        match tokio::time::timeout(self.timeout, self.queue.enqueue(batch)).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(IngestError::Unavailable(e)),
             Err(_) => Err(IngestError::Unavailable(BackendError::Busy(format!(
                 "no answer within {:?}",

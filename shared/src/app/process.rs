@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::domain::{
-    Context, ErrorCode, ErrorRecord, QueuedBatch, Rules, SchemaRegistry, StoredEvent, Timestamp,
-    Verdict, judge,
+    Context, ErrorCode, ErrorRecord, Format, QueuedBatch, Rules, SchemaRegistry, StoredEvent,
+    Timestamp, Verdict, judge, judge_segment,
 };
 use crate::ports::{BackendError, ErrorStore, EventStore, PutOutcome, QueueMessage};
 
@@ -105,6 +105,10 @@ impl Processor {
                 sent_at: batch.sent_at,
             };
             for event in &batch.events {
+                let judge = match batch.format {
+                    Format::Eye => judge,
+                    Format::Segment => judge_segment,
+                };
                 match judge(ctx, &event.event_id, event.event, &self.schemas, self.rules) {
                     Verdict::Store(stored) => to_store.push((i, stored)),
                     Verdict::Reject(record) => to_record.push((i, record)),

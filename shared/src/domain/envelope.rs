@@ -5,12 +5,11 @@
 //! problem is (event index and field) and what to do about it.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+pub use super::raw_json::json_kind;
+use super::raw_json::{RawObject, string_field};
 use super::time::{TIMESTAMP_FORMS, Timestamp};
 
 /// Size and count limits of one request.
@@ -138,15 +137,7 @@ pub fn parse_body<'a>(body: &'a [u8], limits: &Limits) -> Result<Envelope<'a>, E
             max: limits.max_body_bytes,
         });
     }
-    let text = std::str::from_utf8(body).map_err(|e| {
-        let (line, column) = line_col(body, e.valid_up_to());
-        EnvelopeError::MalformedJson {
-            line,
-            column,
-            reason: "invalid UTF-8".into(),
-        }
-    })?;
-    let root: &RawValue = serde_json::from_str(text).map_err(|e| malformed_in(text, e))?;
+    let root = parse_json(body)?;
 
     let (sent_at, raw_events) = match root.get().as_bytes().first() {
         Some(b'[') => (None, parse_array(root)?),
@@ -484,30 +475,21 @@ fn text_field<'a>(
     Some(text)
 }
 
-/// A JSON string value, borrowed from the body when it has no escapes.
-fn string_field(value: &RawValue) -> Result<Cow<'_, str>, String> {
-    if !value.get().starts_with('"') {
-        return Err(format!("must be a string, got {}", json_kind(value)));
-    }
-    serde_json::from_str::<Str<'_>>(value.get())
-        .map(|s| s.0)
-        .map_err(|e| format!("is not a valid string: {e}"))
-}
-
-/// Names the JSON type of a value, for messages.
-pub fn json_kind(value: &RawValue) -> &'static str {
-    match value.get().as_bytes().first() {
-        Some(b'{') => "an object",
-        Some(b'[') => "an array",
-        Some(b'"') => "a string",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        _ => "a number",
-    }
-}
-
 /// A syntax error in the whole body, with a plainer reason where serde_json's
 /// is obscure: a trailing comma before `}` or `]` (as in the seed's example).
+/// A request body as one raw JSON value, or where and why it is not JSON.
+pub(crate) fn parse_json(body: &[u8]) -> Result<&RawValue, EnvelopeError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        let (line, column) = line_col(body, e.valid_up_to());
+        EnvelopeError::MalformedJson {
+            line,
+            column,
+            reason: "invalid UTF-8".into(),
+        }
+    })?;
+    serde_json::from_str(text).map_err(|e| malformed_in(text, e))
+}
+
 fn malformed_in(text: &str, e: serde_json::Error) -> EnvelopeError {
     let mut error = malformed(e);
     if let EnvelopeError::MalformedJson {
@@ -535,7 +517,7 @@ fn malformed_in(text: &str, e: serde_json::Error) -> EnvelopeError {
     error
 }
 
-fn malformed(e: serde_json::Error) -> EnvelopeError {
+pub(crate) fn malformed(e: serde_json::Error) -> EnvelopeError {
     let reason = e.to_string();
     // serde_json appends " at line L column C"; keep only the reason.
     let reason = match reason.find(" at line ") {
@@ -554,73 +536,6 @@ fn line_col(body: &[u8], offset: usize) -> (usize, usize) {
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
     (line, column)
-}
-
-/// A string that borrows from the input when it can.
-struct Str<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Str<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A JSON object's members in order, values kept raw. Duplicate keys are kept so
-/// they can be reported.
-struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> RawObject<'a> {
-    fn parse(raw: &'a RawValue) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(raw.get())
-    }
-
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-
-    fn has_duplicates(&self) -> bool {
-        self.0
-            .iter()
-            .enumerate()
-            .any(|(i, (k, _))| self.0[..i].iter().any(|(other, _)| other == k))
-    }
-}
-
-impl<'de> Deserialize<'de> for RawObject<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawObject<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(6));
-                while let Some(key) = map.next_key::<Str<'de>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    members.push((key.0, value));
-                }
-                Ok(RawObject(members))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 #[cfg(test)]

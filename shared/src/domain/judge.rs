@@ -10,6 +10,7 @@ use super::envelope::parse_event;
 use super::keys::Seq;
 use super::model::{ErrorCode, ErrorRecord, StoredEvent};
 use super::schema::{SchemaCheck, SchemaRegistry};
+use super::segment::translate;
 use super::time::Timestamp;
 
 /// How deep objects and arrays may nest in `data`, itself counted as one: the
@@ -74,16 +75,73 @@ pub fn judge(
     schemas: &SchemaRegistry,
     rules: Rules,
 ) -> Verdict {
+    judge_as(
+        ctx,
+        event_id,
+        (raw, raw),
+        &|field| field.to_owned(),
+        schemas,
+        rules,
+    )
+}
+
+/// Judges one Segment message: translated into an event, then judged as
+/// one, with an error record that keeps the message and points into it.
+pub fn judge_segment(
+    ctx: Context<'_>,
+    event_id: &str,
+    message: &RawValue,
+    schemas: &SchemaRegistry,
+    rules: Rules,
+) -> Verdict {
+    match translate(message, ctx.received_at) {
+        Ok(t) => {
+            let ctx = Context {
+                sent_at: t.sent_at,
+                ..ctx
+            };
+            judge_as(
+                ctx,
+                event_id,
+                (&t.event, message),
+                &|field| t.source_of(field),
+                schemas,
+                rules,
+            )
+        }
+        Err(e) => Verdict::Reject(ErrorRecord {
+            error_id: Seq::derive(ctx.app, event_id).to_hex(),
+            code: ErrorCode::InvalidEvent,
+            message: e.message,
+            field: e.field,
+            app: ctx.app.to_owned(),
+            received_at: ctx.received_at,
+            event_id: event_id.to_owned(),
+            event: message.to_owned(),
+        }),
+    }
+}
+
+/// Judges `checked`; an error record keeps `kept` (the event as it was
+/// sent), with its field renamed by `source`.
+fn judge_as(
+    ctx: Context<'_>,
+    event_id: &str,
+    (raw, kept): (&RawValue, &RawValue),
+    source: &dyn Fn(&str) -> String,
+    schemas: &SchemaRegistry,
+    rules: Rules,
+) -> Verdict {
     let reject = |code: ErrorCode, field: Option<String>, message: String| {
         Verdict::Reject(ErrorRecord {
             error_id: Seq::derive(ctx.app, event_id).to_hex(),
             code,
             message,
-            field,
+            field: field.map(|f| source(&f)),
             app: ctx.app.to_owned(),
             received_at: ctx.received_at,
             event_id: event_id.to_owned(),
-            event: raw.to_owned(),
+            event: kept.to_owned(),
         })
     };
 

@@ -12,8 +12,37 @@ use serde_json::value::RawValue;
 
 use super::time::Timestamp;
 
-/// Version of the message format.
-pub const MESSAGE_VERSION: u8 = 1;
+/// The newest version of the message format, which this processor reads
+/// along with every older one. 1: events in The Eye's envelope. 2: a
+/// `format` says how the events are written ([`Format`]). Messages of
+/// The Eye's own format are still written as version 1, so a processor of
+/// an older release reads them during an upgrade; it refuses version 2,
+/// which it would misread, and the message waits for the new one.
+pub const MESSAGE_VERSION: u8 = 2;
+
+/// How the events of a message are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The Eye's envelope (`POST /v1/events`).
+    #[default]
+    Eye,
+    /// Segment messages (`/v1/batch`, `/v1/track`...), translated when processed.
+    Segment,
+}
+
+impl Format {
+    fn is_eye(&self) -> bool {
+        *self == Format::Eye
+    }
+
+    fn version(self) -> u8 {
+        match self {
+            Format::Eye => 1,
+            Format::Segment => 2,
+        }
+    }
+}
 
 /// One queue message: a request's context and some or all of its events.
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,6 +57,9 @@ pub struct QueuedBatch<'a> {
     /// The request's `sent_at`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<Timestamp>,
+    /// How the events are written.
+    #[serde(default, skip_serializing_if = "Format::is_eye")]
+    pub format: Format,
     /// The events.
     #[serde(borrow)]
     pub events: Vec<QueuedEvent<'a>>,
@@ -58,7 +90,7 @@ pub enum MessageError {
 }
 
 impl<'a> QueuedBatch<'a> {
-    /// A message of the current format.
+    /// A message of events in The Eye's envelope.
     pub fn new(
         app: &'a str,
         received_at: Timestamp,
@@ -66,10 +98,23 @@ impl<'a> QueuedBatch<'a> {
         events: Vec<QueuedEvent<'a>>,
     ) -> Self {
         QueuedBatch {
-            v: MESSAGE_VERSION,
+            v: Format::Eye.version(),
             app: Cow::Borrowed(app),
             received_at,
             sent_at,
+            format: Format::Eye,
+            events,
+        }
+    }
+
+    /// A message of Segment messages, each with its event id.
+    pub fn segment(app: &'a str, received_at: Timestamp, events: Vec<QueuedEvent<'a>>) -> Self {
+        QueuedBatch {
+            v: Format::Segment.version(),
+            app: Cow::Borrowed(app),
+            received_at,
+            sent_at: None,
+            format: Format::Segment,
             events,
         }
     }
@@ -77,7 +122,7 @@ impl<'a> QueuedBatch<'a> {
     /// Reads a message body.
     pub fn decode(body: &'a str) -> Result<Self, MessageError> {
         let batch: QueuedBatch<'a> = serde_json::from_str(body)?;
-        if batch.v != MESSAGE_VERSION {
+        if !(1..=MESSAGE_VERSION).contains(&batch.v) || batch.v < batch.format.version() {
             return Err(MessageError::Version(batch.v));
         }
         Ok(batch)
@@ -136,6 +181,7 @@ fn clone_header<'b>(b: &'b QueuedBatch<'_>) -> QueuedBatch<'b> {
         app: Cow::Borrowed(&b.app),
         received_at: b.received_at,
         sent_at: b.sent_at,
+        format: b.format,
         events: Vec::new(),
     }
 }
@@ -166,6 +212,7 @@ mod tests {
             app: "shop".into(),
             received_at: Timestamp::from_micros(1_000_000),
             sent_at: Some(Timestamp::from_micros(900_000)),
+            format: Format::Eye,
             events: vec![QueuedEvent {
                 event_id: "id-1".into(),
                 event: &e1,
@@ -192,6 +239,7 @@ mod tests {
             app: "shop".into(),
             received_at: Timestamp::from_micros(0),
             sent_at: None,
+            format: Format::Eye,
             events: events
                 .iter()
                 .zip(&ids)
@@ -220,13 +268,47 @@ mod tests {
     }
 
     #[test]
+    fn eye_messages_stay_version_1_and_segment_ones_are_version_2() {
+        let e = raw(r#"{"type":"track"}"#);
+        let events = || {
+            vec![QueuedEvent {
+                event_id: "m".into(),
+                event: &e,
+            }]
+        };
+        let eye = QueuedBatch::new("a", Timestamp::from_micros(0), None, events()).encode(1 << 20);
+        assert!(eye[0].body.starts_with(r#"{"v":1,"#) && !eye[0].body.contains("format"));
+        let seg = QueuedBatch::segment("a", Timestamp::from_micros(0), events()).encode(1 << 20);
+        assert!(
+            seg[0].body.starts_with(r#"{"v":2,"#) && seg[0].body.contains(r#""format":"segment""#)
+        );
+        for body in [&eye[0].body, &seg[0].body] {
+            let back = QueuedBatch::decode(body).unwrap();
+            assert_eq!(back.events[0].event.get(), r#"{"type":"track"}"#);
+        }
+        assert_eq!(
+            QueuedBatch::decode(&seg[0].body).unwrap().format,
+            Format::Segment
+        );
+    }
+
+    #[test]
     fn refuses_other_versions_and_garbage() {
         assert!(matches!(
             QueuedBatch::decode(
-                r#"{"v":2,"app":"a","received_at":"2021-01-01T00:00:00Z","events":[]}"#
+                r#"{"v":3,"app":"a","received_at":"2021-01-01T00:00:00Z","events":[]}"#
             ),
-            Err(MessageError::Version(2))
+            Err(MessageError::Version(3))
         ));
+        assert!(
+            matches!(
+                QueuedBatch::decode(
+                    r#"{"v":1,"app":"a","received_at":"2021-01-01T00:00:00Z","format":"segment","events":[]}"#
+                ),
+                Err(MessageError::Version(1))
+            ),
+            "Segment messages are version 2"
+        );
         assert!(matches!(
             QueuedBatch::decode("not json"),
             Err(MessageError::Malformed(_))

@@ -15,16 +15,20 @@ pub mod keys;
 pub mod message;
 pub mod model;
 pub mod range;
+pub(crate) mod raw_json;
 pub mod redelivery;
 pub mod schema;
+pub mod segment;
 pub mod time;
 
 pub use envelope::{
     Envelope, EnvelopeError, EventInput, FieldError, Limits, parse_body, parse_event,
 };
-pub use judge::{Context, Rules, Verdict, judge};
+pub use judge::{Context, Rules, Verdict, judge, judge_segment};
 pub use keys::{Seq, ts_seq};
-pub use message::{EncodedMessage, MESSAGE_VERSION, MessageError, QueuedBatch, QueuedEvent};
+pub use message::{
+    EncodedMessage, Format, MESSAGE_VERSION, MessageError, QueuedBatch, QueuedEvent,
+};
 pub use model::{ErrorCode, ErrorRecord, StoredEvent};
 pub use schema::{SchemaCheck, SchemaError, SchemaRegistry};
 pub use time::{Timestamp, TimestampError};

@@ -1,0 +1,190 @@
+//! Segment's tracking API on The Eye (`/v1/batch`, `/v1/track`, ...), for
+//! the Segment and RudderStack SDKs unchanged but for the host.
+//!
+//! What differs from `POST /v1/events`, because the SDKs expect it:
+//! - the key may come as HTTP Basic's user name or as `writeKey` in the
+//!   body, as well as in `x-api-key`; a missing or unknown key is 401, a key
+//!   that may not ingest 403;
+//! - the answer is `200 {"success": true}`, once every message is queued
+//!   (an SDK resends on anything else);
+//! - one bad message costs no other: it becomes an error record;
+//! - errors carry `code` and `message` at the top level (analytics-python
+//!   reads those), beside the usual `error` object;
+//! - beacons send their JSON as `text/plain`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use super::auth::has_credentials;
+use super::error::{envelope_error, unavailable};
+use super::response::json_response;
+use super::{Api, ApiError};
+use crate::app::ingest::IngestError;
+use crate::domain::segment::SegmentCall;
+use crate::ports::{Principal, Scope};
+
+/// Checks the key in the request's head, if there is one: without one, the
+/// key may still be in the body, and is checked once the body is read.
+pub(super) async fn admit(
+    api: &Api,
+    parts: &http::request::Parts,
+) -> Result<Option<Principal>, Response<Bytes>> {
+    if !has_credentials(parts) {
+        return Ok(None);
+    }
+    match api.auth.authenticate(parts).await {
+        Ok(found) => permitted(found, "the key in the x-api-key or Authorization header")
+            .map(Some)
+            .map_err(answer),
+        Err(e) => Err(answer(unavailable(
+            "the key store",
+            &e,
+            api.retry_after_secs,
+        ))),
+    }
+}
+
+/// Answers one Segment request whose head [`admit`] let through.
+pub(super) async fn handle(
+    api: &Api,
+    parts: &http::request::Parts,
+    call: SegmentCall,
+    principal: Option<Principal>,
+    body: Bytes,
+) -> Response<Bytes> {
+    match accept(api, parts, call, principal, body).await {
+        Ok(()) => json_response(StatusCode::OK, &json!({"success": true})),
+        Err(e) => answer(e),
+    }
+}
+
+async fn accept(
+    api: &Api,
+    parts: &http::request::Parts,
+    call: SegmentCall,
+    principal: Option<Principal>,
+    body: Bytes,
+) -> Result<(), ApiError> {
+    check_content_type(parts)?;
+    let parsed = api
+        .ingest
+        .parse_segment(call, &body)
+        .map_err(|e| ingest_error(api, e))?;
+    let principal = match (principal, &parsed.write_key) {
+        (Some(p), _) => p,
+        (None, Some(key)) => {
+            let found = api
+                .auth
+                .authenticate_key(key)
+                .await
+                .map_err(|e| unavailable("the key store", &e, api.retry_after_secs))?;
+            permitted(found, "the body's writeKey")?
+        }
+        (None, None) => {
+            return Err(unauthorized(
+                "no key: send your Eye key as the HTTP Basic user name (the SDKs' write key), as writeKey in the body, or in x-api-key"
+                    .into(),
+            ));
+        }
+    };
+    api.ingest
+        .accept_segment(&principal.app, &parsed)
+        .await
+        .map_err(|e| ingest_error(api, e))?;
+    Ok(())
+}
+
+fn permitted(found: Option<Principal>, what: &str) -> Result<Principal, ApiError> {
+    match found {
+        Some(p) if p.can(Scope::Ingest) => Ok(p),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{what} may not ingest; use a key made with --scope ingest"),
+        )),
+        None => Err(unauthorized(format!(
+            "{what} is not a valid key of The Eye (unknown or revoked); use a key from `eye keys create`"
+        ))),
+    }
+}
+
+fn unauthorized(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+fn ingest_error(api: &Api, e: IngestError) -> ApiError {
+    match e {
+        IngestError::Invalid(e) => envelope_error(e),
+        IngestError::Unavailable(e) => unavailable("the queue", &e, api.retry_after_secs),
+    }
+}
+
+/// JSON, or `text/plain` (beacons and keepalive fetches), or none.
+fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {
+    let Some(value) = parts.headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let fine = essence == "application/json"
+        || essence == "text/plain"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if fine {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type {text:?} is neither JSON nor text/plain; send the body as application/json"
+            ),
+        ))
+    }
+}
+
+/// An error in the SDKs' shape: `code` and `message` at the top level, and
+/// the usual `error` object.
+fn answer(e: ApiError) -> Response<Bytes> {
+    let (status, code, message, details, retry_after) = match e {
+        ApiError::Error {
+            status,
+            code,
+            message,
+            details,
+            retry_after,
+        } => (status, code, message, details, retry_after),
+        ApiError::Forbidden => (
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this key may not do this".to_owned(),
+            Vec::new(),
+            None,
+        ),
+        ApiError::MethodNotAllowed(allow) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("use {allow} on this path"),
+            Vec::new(),
+            None,
+        ),
+    };
+    let mut r = json_response(
+        status,
+        &json!({
+            "code": code,
+            "message": message,
+            "error": {"code": code, "message": message, "details": details},
+        }),
+    );
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
