@@ -48,7 +48,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Print events as JSON lines: one session, or a category and/or time range.
+    /// Print events as JSON lines: one session, or a category and/or time
+    /// range, or with neither every event, by time (on AWS, a query without
+    /// --category needs --from).
     Events(query::EventsArgs),
     /// Print error records (refused events) as JSON lines.
     Errors(query::ErrorsArgs),

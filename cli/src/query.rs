@@ -4,9 +4,8 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
-use eye_shared::domain::range::FilterError;
 use eye_shared::domain::{ErrorCode, Timestamp};
 use eye_shared::ports::{ErrorFilter, ErrorQuery, EventFilter, EventQuery, Page, PageRequest};
 use serde::Serialize;
@@ -18,7 +17,8 @@ pub struct EventsArgs {
     /// One session's events, in order.
     #[arg(long, conflicts_with_all = ["category", "from", "to"])]
     pub session: Option<String>,
-    /// Events of this category.
+    /// Events of this category. Without it, --from and --to: events of every
+    /// category (on AWS, --from is then needed); without any of them, every event.
     #[arg(long)]
     pub category: Option<String>,
     #[command(flatten)]
@@ -89,13 +89,19 @@ pub fn parse_time(flag: &str, value: Option<&String>) -> Result<Option<Timestamp
         .transpose()
 }
 
+/// The filter of `eye events` without `--session`: a category, a time range,
+/// both, or neither (every event, by time).
 pub fn event_filter(args: &EventsArgs) -> Result<EventFilter> {
     let (from, to) = args.range.times()?;
-    match EventFilter::new(args.category.clone(), from, to) {
-        Err(FilterError::NoSelection) => {
-            bail!("give --session, or --category and/or --from/--to")
-        }
-        filter => Ok(filter?),
+    let filter = EventFilter::new(args.category.clone(), from, to)?;
+    warn_if_reversed(filter.reversed_range());
+    Ok(filter)
+}
+
+/// `--from` after `--to` is a valid, empty range: nothing is printed, so say why.
+fn warn_if_reversed(warning: Option<String>) {
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning} (--from, --to)");
     }
 }
 
@@ -107,7 +113,9 @@ pub fn error_filter(args: &ErrorsArgs) -> Result<ErrorFilter> {
         None => None,
     };
     let (from, to) = args.range.times()?;
-    Ok(ErrorFilter::new(code, from, to)?)
+    let filter = ErrorFilter::new(code, from, to)?;
+    warn_if_reversed(filter.reversed_range());
+    Ok(filter)
 }
 
 /// Prints every page as JSON lines, up to `limit` items.

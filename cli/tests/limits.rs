@@ -285,3 +285,64 @@ fn one_key_with_its_slots_full_does_not_block_another_key_of_the_same_app() {
     );
     assert_eq!(status, 202, "{body}");
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn gzip_bodies_are_accepted_and_a_gzip_bomb_gets_413_with_bounded_memory() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("eye.db");
+    let key = create_key(&db, "shop", &["ingest"]);
+    let server = Server::start(&db, &["--no-fsync"]);
+    let addr = addr(&server);
+    let gz_head = |path: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: eye\r\nx-api-key: {key}\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: {length}\r\n\r\n"
+        )
+    };
+    let body = gzip(ONE_EVENT.as_bytes());
+    let (status, text) = request(
+        &mut connect(&addr),
+        &gz_head("/v1/events", body.len()),
+        &body,
+    );
+    assert_eq!(status, 202, "{text}");
+    let segment = gzip(br#"{"batch":[{"type":"track","event":"Zipped","anonymousId":"z"}]}"#);
+    let (status, text) = request(
+        &mut connect(&addr),
+        &gz_head("/v1/batch", segment.len()),
+        &segment,
+    );
+    assert_eq!((status, text.as_str()), (200, r#"{"success":true}"#));
+
+    // 256 MiB of zeros in about 250 KiB, sent 16 times at once.
+    let bomb = gzip(&vec![0u8; 256 * 1024 * 1024]);
+    assert!(bomb.len() < 1024 * 1024, "{} bytes", bomb.len());
+    let pid = server.child.id();
+    let before = rss_kib(pid);
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let (addr, bomb) = (addr.clone(), bomb.clone());
+            let path = if i % 2 == 0 {
+                "/v1/events"
+            } else {
+                "/v1/batch"
+            };
+            let head = gz_head(path, bomb.len());
+            std::thread::spawn(move || request(&mut connect(&addr), &head, &bomb))
+        })
+        .collect();
+    for t in threads {
+        let (status, text) = t.join().unwrap();
+        assert_eq!(status, 413, "{text}");
+        assert!(text.contains("once decompressed"), "{text}");
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    // Each request holds its compressed body and at most 1 MiB of output:
+    // about 20 MiB for the 16, against 4 GiB if the bombs were inflated.
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+}

@@ -480,12 +480,10 @@ async fn pagination_walks_every_event_once() {
 async fn bad_queries_are_explained() {
     let h = Harness::new();
     for path in [
-        "/v1/events",
         "/v1/events?catgory=x",
         "/v1/events?category=x&limit=0",
         "/v1/events?category=x&limit=5000",
         "/v1/events?from=tomorrow",
-        "/v1/events?from=2021-01-02T00:00:00Z&to=2021-01-01T00:00:00Z",
         "/v1/events?category=x&cursor=zz",
         "/v1/errors?code=nope",
     ] {
@@ -668,9 +666,8 @@ async fn health_says_degraded_with_the_reason_while_writes_fail() {
     assert!(v.get("degraded").is_none(), "said once, as the reason");
 }
 
-/// The OpenAPI document is exact where a schema can be: its timestamp
-/// pattern accepts what the server parses, and refuses what it refuses,
-/// except the calendar facts no pattern can say (listed).
+/// The OpenAPI document is exact: its timestamp pattern accepts what the
+/// server parses, and refuses what it refuses, calendar and ranges included.
 #[test]
 fn the_documented_timestamp_pattern_agrees_with_the_parser() {
     use eye_shared::domain::Timestamp;
@@ -683,6 +680,23 @@ fn the_documented_timestamp_pattern_agrees_with_the_parser() {
         "2021-01-01t09:15:27+02:00",
         "2021-01-01 09:15:27.123456789",
         "2021-01-01 09:15:27.1-05:30",
+        "2021-01-01 09:15:27z",
+        "1970-01-01 00:00:00",
+        "1970-01-01T00:00:00+23:59",
+        "9999-12-31T23:59:59.999999-23:59",
+        "2021-01-31 00:00:00",
+        "2021-04-30 00:00:00",
+        "2021-12-31 23:59:59",
+        "2021-02-28 00:00:00",
+        "2024-02-29 00:00:00",
+        "1972-02-29 00:00:00",
+        "1996-02-29 00:00:00",
+        "2000-02-29 00:00:00",
+        "2400-02-29 00:00:00",
+        "9996-02-29 00:00:00",
+        "2021-01-01 23:59:59+23:59",
+        "2021-01-01 00:00:00-00:00",
+        "2021-01-01 00:00:00+00:00",
     ];
     let both_refuse = [
         "",
@@ -694,32 +708,89 @@ fn the_documented_timestamp_pattern_agrees_with_the_parser() {
         "2021-01-01 09:15:27.1234567890",
         "2021-01-01 09:15:27 UTC",
         "2021-01-01 09:15:27x1",
-    ];
-    // A pattern cannot tell which dates exist, nor the year range.
-    let only_the_parser_refuses = [
         "2021-02-30 00:00:00",
         "1969-12-31 23:59:59",
+        "1900-01-01 00:00:00",
+        "0000-00-00T00:00:00",
         "2021-01-01 25:00:00",
+        "2021-01-01 24:00:00",
+        "2021-01-01 23:60:00",
+        "2021-01-01 23:59:60",
+        "2021-13-01 00:00:00",
+        "2021-00-01 00:00:00",
+        "2021-01-00 00:00:00",
+        "2021-01-32 00:00:00",
+        "2021-04-31 00:00:00",
+        "2021-02-29 00:00:00",
+        "1900-02-29 00:00:00",
+        "2100-02-29 00:00:00",
+        "1970-02-29 00:00:00",
+        "2021-01-01 00:00:00+24:00",
+        "2021-01-01 00:00:00-24:00",
+        "2021-01-01 00:00:00+23:60",
+        "2021-01-01 00:00:00+1:00",
+        "2021-01-01 00:00:00Z\n",
+        "10000-01-01 00:00:00",
+        "2021-01-01\t00:00:00",
+        "٢٠٢١-01-01 00:00:00",
     ];
     for t in both_accept {
         assert!(Timestamp::parse(t).is_ok(), "parser: {t}");
         assert!(pattern.is_valid(&json!(t)), "pattern: {t}");
     }
     for t in both_refuse {
-        assert!(Timestamp::parse(t).is_err(), "parser: {t}");
-        assert!(!pattern.is_valid(&json!(t)), "pattern: {t}");
+        assert!(Timestamp::parse(t).is_err(), "parser: {t:?}");
+        assert!(!pattern.is_valid(&json!(t)), "pattern: {t:?}");
     }
-    for t in only_the_parser_refuses {
-        assert!(Timestamp::parse(t).is_err(), "parser: {t}");
-        assert!(pattern.is_valid(&json!(t)), "pattern: {t}");
+    // Every date of the years around the range's start and of some century
+    // and leap years, with impossible months and days: the same verdicts.
+    let years = (1960..=2110)
+        .chain((2100..=9900).step_by(100))
+        .chain([2396, 2397, 2399, 2404])
+        .chain(9990..=9999);
+    for year in years {
+        for month in 0..=13 {
+            for day in 0..=32 {
+                let t = format!("{year:04}-{month:02}-{day:02}T12:00:00Z");
+                assert_eq!(
+                    Timestamp::parse(&t).is_ok(),
+                    pattern.is_valid(&json!(t)),
+                    "{t}"
+                );
+            }
+        }
     }
-    let cursor = &doc["components"]["parameters"]["cursor"]["schema"];
-    let cursor = jsonschema::validator_for(cursor).unwrap();
-    assert!(
-        !cursor.is_valid(&json!("")),
-        "an empty cursor is not documented"
-    );
-    assert!(cursor.is_valid(&json!("650a32")));
+    // Every time of day and zone offset, by hour and minute.
+    for h in 0..=99 {
+        for m in [0, 1, 9, 10, 30, 59, 60, 61, 99] {
+            for t in [
+                format!("2021-06-15 {h:02}:{m:02}:{m:02}"),
+                format!("2021-06-15T12:00:00+{h:02}:{m:02}"),
+                format!("2021-06-15T12:00:00-{h:02}:{m:02}"),
+            ] {
+                assert_eq!(
+                    Timestamp::parse(&t).is_ok(),
+                    pattern.is_valid(&json!(t)),
+                    "{t}"
+                );
+            }
+        }
+    }
+    // Every timestamp of the document is this one definition.
+    let text = eye_shared::api::OPENAPI_JSON;
+    assert_eq!(text.matches("\"pattern\": \"^((19").count(), 1);
+    for pointer in [
+        "/components/parameters/from/schema",
+        "/components/parameters/to/schema",
+        "/components/schemas/EventIn/properties/timestamp",
+        "/components/schemas/Batch/properties/sent_at/anyOf/0",
+    ] {
+        assert_eq!(
+            doc.pointer(pointer).unwrap()["$ref"],
+            "#/components/schemas/Timestamp",
+            "{pointer}"
+        );
+    }
 }
 
 /// `from` equal to `to` is an empty range, as the document says, not a 400.
@@ -818,4 +889,183 @@ async fn an_own_app_key_reads_only_its_apps_events_and_errors() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// Queries the OpenAPI document allows are answered 200 (found by the fuzzer,
+/// `cli/tests/openapi_fuzz.rs`): no filter at all, `from` after `to` (with a
+/// warning), and any cursor of the endpoint's documented pattern.
+#[tokio::test]
+async fn every_documented_query_is_answered() {
+    let h = Harness::new();
+    let events: Vec<Value> = (0..3)
+        .map(|i| {
+            let mut e = seed(
+                "pageview",
+                json!({"host": "h", "path": format!("/{i}")}),
+                &format!("2021-01-01 10:00:0{i}"),
+            );
+            e["session_id"] = json!(format!("s{i}"));
+            e
+        })
+        .collect();
+    assert_eq!(
+        h.post(Value::Array(events).to_string()).await.0,
+        StatusCode::ACCEPTED
+    );
+    h.process().await;
+
+    // No category and no time range: every event, by time, page by page.
+    let (s, v) = h.get("/v1/events?limit=2").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["events"].as_array().unwrap().len(), 2);
+    assert!(v.get("warning").is_none(), "{v}");
+    let cursor = v["next_cursor"].as_str().unwrap();
+    assert!(cursor.starts_with("650a"), "{cursor}");
+    let (s, v) = h.get(&format!("/v1/events?limit=2&cursor={cursor}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["events"][0]["data"]["path"], "/2");
+    assert_eq!(v["next_cursor"], Value::Null);
+
+    // `from` after `to`: valid, empty, and said so.
+    for (path, name) in [
+        (
+            "/v1/events?from=2021-01-02T00:00:00Z&to=2021-01-01T00:00:00Z",
+            "events",
+        ),
+        (
+            "/v1/events?category=page+interaction&from=2021-01-02T00:00:00Z&to=2021-01-01T00:00:00Z&cursor=650a32",
+            "events",
+        ),
+        (
+            "/v1/errors?from=2021-01-02T00:00:00Z&to=2021-01-01T00:00:00Z",
+            "errors",
+        ),
+    ] {
+        let (s, v) = h.get(path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        assert_eq!(v[name], json!([]), "{path}");
+        assert_eq!(v["next_cursor"], Value::Null, "{path}");
+        let warning = v["warning"].as_str().unwrap();
+        assert!(warning.contains("is after `to`"), "{path}: {warning}");
+    }
+    // Still a bad cursor there is a bad cursor.
+    let (s, _) = h
+        .get("/v1/errors?from=2021-01-02T00:00:00Z&to=2021-01-01T00:00:00Z&cursor=650a32")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Any cursor of the pattern, made up or not, only moves the start.
+    for (path, found) in [
+        ("/v1/events?cursor=650a20", 3),
+        ("/v1/events?cursor=650a7e", 0),
+        ("/v1/errors?cursor=780a20", 0),
+        ("/v1/sessions/s1/events?cursor=730a20", 1),
+        ("/v1/sessions/s1/events?cursor=730a7f", 0),
+    ] {
+        let (s, v) = h.get(path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        let name = if path.starts_with("/v1/errors") {
+            "errors"
+        } else {
+            "events"
+        };
+        assert_eq!(v[name].as_array().unwrap().len(), found, "{path}: {v}");
+    }
+    // What the pattern refuses, the server refuses, with the same message.
+    for path in [
+        "/v1/events?cursor=00",
+        "/v1/events?cursor=650A32",
+        "/v1/events?cursor=650a",
+        "/v1/events?cursor=650a1f",
+        "/v1/events?cursor=730a32",
+        "/v1/sessions/s1/events?cursor=650a32",
+        "/v1/errors?cursor=650a32",
+    ] {
+        let (s, v) = h.get(path).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_query"),
+            "{path}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is not a cursor of this query"),
+            "{path}: {v}"
+        );
+    }
+}
+
+/// A session cursor is not tied to its session: on another session it only
+/// moves the start, and a real one still walks its session page by page.
+#[tokio::test]
+async fn session_cursors_walk_their_session_and_only_skip_ahead_elsewhere() {
+    let h = Harness::new();
+    let events: Vec<Value> = (0..4)
+        .map(|i| {
+            let mut e = seed(
+                "pageview",
+                json!({"host": "h", "path": format!("/{i}")}),
+                &format!("2021-01-01 10:00:0{i}"),
+            );
+            e["session_id"] = json!(if i < 2 { "a" } else { "b" });
+            e
+        })
+        .collect();
+    h.post(Value::Array(events).to_string()).await;
+    h.process().await;
+    let (_, v) = h.get("/v1/sessions/a/events?limit=1").await;
+    let cursor = v["next_cursor"].as_str().unwrap().to_owned();
+    assert!(cursor.starts_with("730a"), "{cursor}");
+    let (_, v) = h
+        .get(&format!("/v1/sessions/a/events?cursor={cursor}"))
+        .await;
+    assert_eq!(common::answer_names(&v).len(), 1);
+    assert_eq!(v["events"][0]["data"]["path"], "/1");
+    let (s, v) = h
+        .get(&format!("/v1/sessions/b/events?cursor={cursor}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["events"].as_array().unwrap().len(),
+        2,
+        "b is after a's cursor"
+    );
+}
+
+/// A session id in the path is checked as the document (and ingest) says:
+/// 1 to MAX_SESSION_ID_CHARS characters, no control characters.
+#[tokio::test]
+async fn session_ids_in_paths_are_checked_like_the_ones_sent() {
+    use eye_shared::domain::envelope::MAX_SESSION_ID_CHARS;
+    let h = Harness::new();
+    let longest = "%C3%A9".repeat(MAX_SESSION_ID_CHARS); // é, 128 times
+    let (s, v) = h.get(&format!("/v1/sessions/{longest}/events")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let too_long = "a".repeat(MAX_SESSION_ID_CHARS + 1);
+    for (path, says) in [
+        (format!("/v1/sessions/{too_long}/events"), "128"),
+        ("/v1/sessions//events".to_owned(), "empty"),
+        ("/v1/sessions/a%00b/events".to_owned(), "control character"),
+        ("/v1/sessions/a%1Fb/events".to_owned(), "control character"),
+        ("/v1/sessions/a%7F/events".to_owned(), "control character"),
+        (
+            "/v1/sessions/a%C2%9F/events".to_owned(),
+            "control character",
+        ),
+    ] {
+        let (s, v) = h.get(&path).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_query"),
+            "{path}"
+        );
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path}: {message}");
+    }
+    let doc: Value = serde_json::from_str(eye_shared::api::OPENAPI_JSON).unwrap();
+    let schema =
+        &doc["paths"]["/v1/sessions/{session_id}/events"]["get"]["parameters"][0]["schema"];
+    assert_eq!(schema["maxLength"], MAX_SESSION_ID_CHARS);
 }

@@ -146,3 +146,17 @@ fn key_maps_are_merged_and_checked() {
     assert!(!keys["a"].can(Scope::Query));
     assert!(eye_ingest::gateway_keys(&[Some("[1]")]).is_err());
 }
+
+#[tokio::test]
+async fn a_segment_batch_is_answered_200_success_and_queued_as_segment_messages() {
+    let (answer, memory) = same_answer("apigw-post-segment-batch.json").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, serde_json::json!({"success": true}));
+    let queued = memory.drain_queue();
+    assert_eq!(queued.len(), 1);
+    let batch = QueuedBatch::decode(&queued[0].body).unwrap();
+    assert_eq!(batch.app, "shop", "the app comes from the API key id");
+    assert_eq!(batch.format, eye_shared::domain::Format::Segment);
+    let ids: Vec<&str> = batch.events.iter().map(|e| e.event_id.as_ref()).collect();
+    assert_eq!(ids, ["m-1", "m-2"]);
+}

@@ -7,6 +7,7 @@
 //! [`Api::handle`], so they answer every request the same way.
 
 mod auth;
+mod encoding;
 mod error;
 mod query;
 mod response;
@@ -227,6 +228,7 @@ impl Api {
         body: Bytes,
     ) -> Result<Response<Bytes>, ApiError> {
         check_content_type(parts)?;
+        let body = encoding::decoded_body(parts, body, self.limits().max_body_bytes)?;
         match self.ingest.accept(&principal.app, &body).await {
             Ok(accepted) => Ok(json_response(
                 StatusCode::ACCEPTED,
@@ -246,14 +248,15 @@ impl Api {
         app: Option<&str>,
     ) -> Result<Response<Bytes>, ApiError> {
         let store = self.events.as_ref().ok_or_else(queries_not_served)?;
-        let session = query::decode_path_segment(session)?;
+        let session = query::session_id_in_path(session)?;
         let params = query::Params::parse(parts.uri.query(), &["limit", "cursor"])?;
-        let page = params.page(&format!("s:{session}"))?;
+        let kind = query::SESSION_CURSOR;
+        let page = params.page(kind)?;
         let found = store
             .session_events(&session, app, page)
             .await
             .map_err(|e| unavailable("the event store", &e, self.retry_after_secs))?;
-        Ok(page_response("events", found, &format!("s:{session}")))
+        Ok(page_response("events", found, kind))
     }
 
     async fn find_events(
@@ -267,8 +270,11 @@ impl Api {
             &["category", "from", "to", "limit", "cursor"],
         )?;
         let filter = params.event_filter()?.only_app(app);
-        let kind = "e";
+        let kind = query::EVENTS_CURSOR;
         let page = params.page(kind)?;
+        if let Some(warning) = filter.reversed_range() {
+            return Ok(empty_page("events", &warning));
+        }
         let found = store
             .find_events(&filter, page)
             .await
@@ -287,14 +293,27 @@ impl Api {
             &["code", "from", "to", "limit", "cursor"],
         )?;
         let filter = params.error_filter()?.only_app(app);
-        let kind = "x";
+        let kind = query::ERRORS_CURSOR;
         let page = params.page(kind)?;
+        if let Some(warning) = filter.reversed_range() {
+            return Ok(empty_page("errors", &warning));
+        }
         let found = store
             .find_errors(&filter, page)
             .await
             .map_err(|e| unavailable("the error store", &e, self.retry_after_secs))?;
         Ok(page_response("errors", found, kind))
     }
+}
+
+/// The answer to a query whose range is empty because `from` is after `to`:
+/// no page to fetch, and a `warning` that says why (the cursor, if any, was
+/// checked all the same).
+fn empty_page(name: &str, warning: &str) -> Response<Bytes> {
+    json_response(
+        StatusCode::OK,
+        &json!({name: [], "next_cursor": null, "warning": warning}),
+    )
 }
 
 fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {

@@ -10,7 +10,8 @@
 //! - one bad message costs no other: it becomes an error record;
 //! - errors carry `code` and `message` at the top level (analytics-python
 //!   reads those), beside the usual `error` object;
-//! - beacons send their JSON as `text/plain`.
+//! - beacons send their JSON as `text/plain`;
+//! - bodies may be gzip (as on `/v1/events`).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -67,6 +68,8 @@ async fn accept(
     body: Bytes,
 ) -> Result<(), ApiError> {
     check_content_type(parts)?;
+    let max = api.ingest.segment_limits().max_body_bytes;
+    let body = super::encoding::decoded_body(parts, body, max)?;
     let parsed = api
         .ingest
         .parse_segment(call, &body)

@@ -13,20 +13,12 @@ use super::time::{TIMESTAMP_LEN, Timestamp};
 /// Why a filter cannot be answered. The messages say what to send instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
-    /// An event query with neither a category nor a time range.
-    #[error("give `category`, a time range (`from`, `to`), or both")]
-    NoSelection,
     /// An empty category.
     #[error("`category` is empty; give a category name")]
     EmptyCategory,
-    /// `from` is after `to` (equal is an empty range).
-    #[error("`from` ({from}) is after `to` ({to}); `from` is inclusive and `to` exclusive")]
-    EmptyRange {
-        /// The range's start.
-        from: Timestamp,
-        /// The range's end.
-        to: Timestamp,
-    },
+    /// A category with a control character, which no stored event has.
+    #[error("`category` contains a control character; no event's category does")]
+    ControlInCategory,
     /// A scan of a time index bucketed by day (DynamoDB's) without a start.
     #[error(
         "this backend's time index is bucketed by day, so a query without a category (events) or a code (error records) needs `from`"
@@ -34,7 +26,19 @@ pub enum FilterError {
     NeedsFrom,
 }
 
-/// Which events to list: a category, a time range of `timestamp`, or both.
+/// What a query answer says when `from` is after `to`: a valid range, and an
+/// empty one (`from` inclusive, `to` exclusive), most likely swapped.
+fn reversed_range(from: Option<Timestamp>, to: Option<Timestamp>) -> Option<String> {
+    match (from, to) {
+        (Some(from), Some(to)) if from > to => Some(format!(
+            "`from` ({from}) is after `to` ({to}), so the range is empty; `from` is inclusive and `to` exclusive"
+        )),
+        _ => None,
+    }
+}
+
+/// Which events to list: a category, a time range of `timestamp`, both, or
+/// neither (every event, by time).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     /// Only this category.
@@ -57,9 +61,11 @@ impl EventFilter {
         if category.as_deref() == Some("") {
             return Err(FilterError::EmptyCategory);
         }
-        check_range(from, to)?;
-        if category.is_none() && from.is_none() && to.is_none() {
-            return Err(FilterError::NoSelection);
+        if category
+            .as_deref()
+            .is_some_and(|c| c.chars().any(char::is_control))
+        {
+            return Err(FilterError::ControlInCategory);
         }
         Ok(Self {
             category,
@@ -73,6 +79,11 @@ impl EventFilter {
     pub fn only_app(mut self, app: Option<&str>) -> Self {
         self.app = app.map(str::to_owned);
         self
+    }
+
+    /// When `from` is after `to`, what to tell the caller: nothing matches.
+    pub fn reversed_range(&self) -> Option<String> {
+        reversed_range(self.from, self.to)
     }
 }
 
@@ -96,7 +107,6 @@ impl ErrorFilter {
         from: Option<Timestamp>,
         to: Option<Timestamp>,
     ) -> Result<Self, FilterError> {
-        check_range(from, to)?;
         Ok(Self {
             code,
             from,
@@ -110,12 +120,10 @@ impl ErrorFilter {
         self.app = app.map(str::to_owned);
         self
     }
-}
 
-fn check_range(from: Option<Timestamp>, to: Option<Timestamp>) -> Result<(), FilterError> {
-    match (from, to) {
-        (Some(from), Some(to)) if from > to => Err(FilterError::EmptyRange { from, to }),
-        _ => Ok(()),
+    /// When `from` is after `to`, what to tell the caller: nothing matches.
+    pub fn reversed_range(&self) -> Option<String> {
+        reversed_range(self.from, self.to)
     }
 }
 
@@ -298,27 +306,35 @@ mod tests {
     #[test]
     fn filters_are_checked_once_for_every_caller() {
         let (a, b) = (t("2021-01-01T00:00:00Z"), t("2021-01-02T00:00:00Z"));
-        assert_eq!(
-            EventFilter::new(None, None, None),
-            Err(FilterError::NoSelection)
-        );
+        let every = EventFilter::new(None, None, None).unwrap();
+        assert_eq!(every.reversed_range(), None, "every event, by time");
         assert_eq!(
             EventFilter::new(Some(String::new()), None, None),
             Err(FilterError::EmptyCategory)
         );
-        assert!(matches!(
-            EventFilter::new(None, Some(b), Some(a)),
-            Err(FilterError::EmptyRange { .. })
-        ));
-        assert!(
-            EventFilter::new(None, Some(a), Some(a)).is_ok(),
+        assert_eq!(
+            EventFilter::new(Some("a\u{9b}".into()), None, None),
+            Err(FilterError::ControlInCategory)
+        );
+        // `from` after `to` is valid and empty, with a warning.
+        let reversed = EventFilter::new(None, Some(b), Some(a)).unwrap();
+        let warning = reversed.reversed_range().unwrap();
+        assert!(warning.contains("is after `to`"), "{warning}");
+        assert!(KeyRange::new(None, reversed.from, reversed.to).is_empty());
+        let same = EventFilter::new(None, Some(a), Some(a)).unwrap();
+        assert_eq!(
+            same.reversed_range(),
+            None,
             "from = to is an empty range, as the OpenAPI document allows"
         );
+        assert!(KeyRange::new(None, same.from, same.to).is_empty());
         assert!(EventFilter::new(Some("c".into()), None, None).is_ok());
         assert!(
             ErrorFilter::new(None, None, None).is_ok(),
             "every error record"
         );
-        assert!(ErrorFilter::new(None, Some(b), Some(a)).is_err());
+        let reversed = ErrorFilter::new(None, Some(b), Some(a)).unwrap();
+        assert!(reversed.reversed_range().is_some());
+        assert!(KeyRange::new(None, reversed.from, reversed.to).is_empty());
     }
 }

@@ -3,7 +3,8 @@
 //! - `category` and `name` by the call: track is `properties.category` (or
 //!   "track") and `event`; page and screen are the message's `category` and
 //!   `name` (or the type); identify, group and alias are the type;
-//! - `data`: `properties` (track, page, screen) or `traits` (identify, group);
+//! - `data`: `properties` (track, page, screen) or `traits` (identify, group;
+//!   RudderStack's SDKs send them in `context.traits`, which is used then);
 //! - `timestamp`: `timestamp`, else `originalTimestamp`, corrected with
 //!   `sentAt`; else the time received;
 //! - `user_id`, `anonymous_id`; `context` is the message's context, plus
@@ -188,10 +189,20 @@ pub fn translate(message: &RawValue, received_at: Timestamp) -> Result<Translate
         SegmentType::Alias => None,
     };
     let empty_object = RawValue::from_string("{}".into()).unwrap_or_default();
-    let data: &RawValue = match data_field.and_then(present) {
-        None => &empty_object,
-        Some(d) if d.get().starts_with('{') => d,
-        Some(d) => {
+    // RudderStack's SDKs send an identify's traits in `context.traits`.
+    let traits_in_context = context
+        .as_ref()
+        .and_then(|c| c.get("traits"))
+        .filter(|t| t.get().starts_with('{') && data_field == Some("traits"));
+    let mut data_source = format!("/{}", data_field.unwrap_or("type"));
+    let data: &RawValue = match (data_field.and_then(present), traits_in_context) {
+        (None, Some(t)) => {
+            data_source = "/context/traits".into();
+            t
+        }
+        (None, None) => &empty_object,
+        (Some(d), _) if d.get().starts_with('{') => d,
+        (Some(d), _) => {
             let field = data_field.unwrap_or("properties");
             return refuse(
                 field,
@@ -292,7 +303,6 @@ pub fn translate(message: &RawValue, received_at: Timestamp) -> Result<Translate
     };
     // Serialising strings and raw values cannot fail.
     let event = serde_json::value::to_raw_value(&event).unwrap_or_default();
-    let data_source = format!("/{}", data_field.unwrap_or("type"));
     Ok(Translated {
         event,
         sent_at,
@@ -424,6 +434,23 @@ mod tests {
         let (e, _) =
             run(json!({"type": "identify", "userId": "u", "traits": {"plan": "pro"}})).unwrap();
         assert_eq!(e["data"], json!({"plan": "pro"}));
+        let (e, t) = run(
+            json!({"type": "identify", "userId": "u", "context": {"traits": {"plan": "rudder"}}}),
+        )
+        .unwrap();
+        assert_eq!(e["data"], json!({"plan": "rudder"}), "RudderStack's traits");
+        assert_eq!(
+            e["context"]["traits"],
+            json!({"plan": "rudder"}),
+            "and kept where they were"
+        );
+        assert_eq!(t.source_of("/data/plan"), "/context/traits/plan");
+        let (e, _) = run(json!({"type": "track", "event": "x", "userId": "u", "context": {"traits": {"plan": "p"}}})).unwrap();
+        assert_eq!(
+            e["data"],
+            json!({}),
+            "a track's data is its properties only"
+        );
         let (e, _) = run(json!({"type": "group", "userId": "u", "groupId": "g"})).unwrap();
         assert_eq!(e["data"], json!({}));
         assert_eq!(e["context"]["segment"]["groupId"], "g");
