@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Requests one key may have in flight; more get 503.
     #[arg(long, default_value_t = config::MAX_IN_FLIGHT_PER_KEY, env = "EYE_MAX_IN_FLIGHT_PER_KEY")]
     pub max_in_flight_per_key: usize,
+    /// Requests in flight whose key is in the body (Segment's writeKey), a
+    /// pool of their own; more get 503.
+    #[arg(long, default_value_t = config::MAX_IN_FLIGHT_KEY_IN_BODY, env = "EYE_MAX_IN_FLIGHT_KEY_IN_BODY")]
+    pub max_in_flight_key_in_body: usize,
     /// Open connections; a new one past this is closed at once.
     #[arg(long, default_value_t = config::MAX_CONNECTIONS, env = "EYE_MAX_CONNECTIONS")]
     pub max_connections: usize,
@@ -216,6 +220,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let request_limits = RequestLimits {
         max_in_flight: args.max_in_flight,
         max_in_flight_per_key: args.max_in_flight_per_key,
+        max_in_flight_key_in_body: args.max_in_flight_key_in_body,
         body_timeout: Duration::from_secs(args.body_timeout_secs),
     };
     let connection_limits = ConnectionLimits {
@@ -260,6 +265,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 struct ServerState {
     api: Api,
     in_flight: Semaphore,
+    key_in_body: Semaphore,
     per_key: Slots<String>,
     body_timeout: Duration,
 }
@@ -271,6 +277,8 @@ pub struct RequestLimits {
     pub max_in_flight: usize,
     /// Requests in flight per key.
     pub max_in_flight_per_key: usize,
+    /// Requests in flight whose key is in the body.
+    pub max_in_flight_key_in_body: usize,
     /// Time to send a whole body.
     pub body_timeout: Duration,
 }
@@ -281,6 +289,7 @@ pub fn router(api: Api, limits: RequestLimits) -> Router {
     let state = Arc::new(ServerState {
         api,
         in_flight: Semaphore::new(limits.max_in_flight),
+        key_in_body: Semaphore::new(limits.max_in_flight_key_in_body),
         per_key: Slots::new(limits.max_in_flight_per_key),
         body_timeout: limits.body_timeout,
     });
@@ -318,7 +327,14 @@ async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response
         },
         None => None,
     };
-    let Ok(_permit) = state.in_flight.try_acquire() else {
+    // A request whose key is in its body takes a slot of a smaller pool of
+    // its own, not one of the server's.
+    let pool = if admitted.key_in_body() {
+        &state.key_in_body
+    } else {
+        &state.in_flight
+    };
+    let Ok(_permit) = pool.try_acquire() else {
         return busy(format!(
             "the server is at its limit of requests in flight; retry after {retry}s"
         ));

@@ -346,3 +346,56 @@ fn gzip_bodies_are_accepted_and_a_gzip_bomb_gets_413_with_bounded_memory() {
     // about 20 MiB for the 16, against 4 GiB if the bombs were inflated.
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
 }
+
+/// A Segment request without a key in its head may carry `writeKey` in its
+/// body, so its body must be read before its key is checked. Such requests
+/// take slots of a small pool of their own: clients without any key cannot
+/// take the server's.
+#[test]
+fn requests_with_the_key_in_the_body_cannot_take_the_servers_slots() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("eye.db");
+    let key = create_key(&db, "shop", &["ingest"]);
+    let server = Server::start(
+        &db,
+        &[
+            "--no-fsync",
+            "--max-in-flight",
+            "3",
+            "--max-in-flight-key-in-body",
+            "3",
+        ],
+    );
+    let addr = addr(&server);
+    let body = format!(
+        r#"{{"batch":[{{"type":"track","event":"e","anonymousId":"a"}}],"writeKey":"{key}"}}"#
+    );
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nHost: eye\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect(&addr);
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body.as_bytes()[..10]).unwrap();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, text) = request(&mut connect(&addr), &head, body.as_bytes());
+    assert_eq!(status, 503, "the key-in-body pool is full: {text}");
+    let (status, text) = request(
+        &mut connect(&addr),
+        &post_head(&key, ONE_EVENT.len()),
+        ONE_EVENT.as_bytes(),
+    );
+    assert_eq!(status, 202, "the server's own slots are free: {text}");
+    for s in &mut held {
+        s.write_all(&body.as_bytes()[10..]).unwrap();
+    }
+    for mut s in held {
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf[9..12], b"200", "the held ones finish and are accepted");
+    }
+}

@@ -37,6 +37,11 @@ pub const MAX_IN_FLIGHT: usize = 2048;
 /// take every slot of [`MAX_IN_FLIGHT`].
 pub const MAX_IN_FLIGHT_PER_KEY: usize = 1024;
 
+/// Requests in flight whose key is in the body (Segment's `writeKey`), so
+/// not checked before the body is read: a pool of their own, so that clients
+/// without a key cannot take the slots of [`MAX_IN_FLIGHT`].
+pub const MAX_IN_FLIGHT_KEY_IN_BODY: usize = 256;
+
 /// Open connections the local server keeps; past it, a new connection is
 /// closed at once and the open ones go on being served.
 pub const MAX_CONNECTIONS: usize = 1024;

@@ -45,9 +45,16 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// Who sent the request; `None` on the public routes.
+    /// Who sent the request; `None` on the public routes, and when the key
+    /// is in the body ([`Admitted::key_in_body`]).
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.as_ref()
+    }
+
+    /// Whether the key can only be checked once the body is read (a Segment
+    /// request with no key in its head, whose body may hold a `writeKey`).
+    pub fn key_in_body(&self) -> bool {
+        matches!(self.route, Route::Segment(_)) && self.principal.is_none()
     }
 }
 
