@@ -324,29 +324,35 @@ fn empty_page(name: &str, warning: &str) -> Response<Bytes> {
 }
 
 fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {
-    let Some(value) = parts.headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
+    match media_type(parts) {
+        None => Ok(()),
+        Some((essence, _)) if is_json(&essence) => Ok(()),
+        Some((_, text)) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type {text:?} is not JSON; send the body as application/json (or leave Content-Type out)"
+            ),
+        )),
+    }
+}
+
+/// The request's `Content-Type`, if any: its essence (lower case, without
+/// parameters) and the header as sent.
+pub(super) fn media_type(parts: &http::request::Parts) -> Option<(String, String)> {
+    let value = parts.headers.get(header::CONTENT_TYPE)?;
+    let text = value.to_str().unwrap_or("<not text>").to_owned();
+    let essence = text
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let json = essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if json {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "Content-Type {:?} is not JSON; send the body as application/json (or leave Content-Type out)",
-                value.to_str().unwrap_or("<not text>")
-            ),
-        ))
-    }
+    Some((essence, text))
+}
+
+/// `application/json`, or any `application/*+json`.
+pub(super) fn is_json(essence: &str) -> bool {
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

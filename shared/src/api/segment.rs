@@ -20,7 +20,7 @@ use serde_json::json;
 use super::auth::has_credentials;
 use super::error::{envelope_error, unavailable};
 use super::response::json_response;
-use super::{Api, ApiError};
+use super::{Api, ApiError, is_json, media_type};
 use crate::app::ingest::IngestError;
 use crate::domain::segment::SegmentCall;
 use crate::ports::{Principal, Scope};
@@ -125,29 +125,16 @@ fn ingest_error(api: &Api, e: IngestError) -> ApiError {
 
 /// JSON, or `text/plain` (beacons and keepalive fetches), or none.
 fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {
-    let Some(value) = parts.headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let text = value.to_str().unwrap_or("");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let fine = essence == "application/json"
-        || essence == "text/plain"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if fine {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+    match media_type(parts) {
+        None => Ok(()),
+        Some((essence, _)) if is_json(&essence) || essence == "text/plain" => Ok(()),
+        Some((_, text)) => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
                 "Content-Type {text:?} is neither JSON nor text/plain; send the body as application/json"
             ),
-        ))
+        )),
     }
 }
 
