@@ -145,6 +145,32 @@ impl ApiError {
 
     /// The HTTP answer.
     pub fn into_response(self) -> Response<Bytes> {
+        self.render(false)
+    }
+
+    /// The answer in the shape the analytics SDKs read: `code` and `message`
+    /// at the top level as well as in `error`, and a 403 like any other error.
+    pub(super) fn into_sdk_response(self) -> Response<Bytes> {
+        let e = match self {
+            ApiError::Forbidden => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this key may not do this".to_owned(),
+            ),
+            other => other,
+        };
+        e.render(true)
+    }
+
+    fn render(self, top_level: bool) -> Response<Bytes> {
+        let body = |code: &str, message: String, details: Vec<FieldError>| {
+            let mut body = json!({"error": {"code": code, "message": message, "details": details}});
+            if top_level {
+                body["code"] = code.into();
+                body["message"] = message.into();
+            }
+            body
+        };
         match self {
             ApiError::Forbidden => {
                 json_response(StatusCode::FORBIDDEN, &json!({"message": "Forbidden"}))
@@ -152,11 +178,11 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 let mut r = json_response(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({"error": {
-                        "code": "method_not_allowed",
-                        "message": format!("use {allow} on this path"),
-                        "details": [],
-                    }}),
+                    &body(
+                        "method_not_allowed",
+                        format!("use {allow} on this path"),
+                        Vec::new(),
+                    ),
                 );
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -169,10 +195,7 @@ impl ApiError {
                 details,
                 retry_after,
             } => {
-                let mut r = json_response(
-                    status,
-                    &json!({"error": {"code": code, "message": message, "details": details}}),
-                );
+                let mut r = json_response(status, &body(code, message, details));
                 if let Some(secs) = retry_after {
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -14,7 +14,7 @@
 //! - bodies may be gzip (as on `/v1/events`).
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::auth::has_credentials;
@@ -37,12 +37,8 @@ pub(super) async fn admit(
     match api.auth.authenticate(parts).await {
         Ok(found) => permitted(found, "the key in the x-api-key or Authorization header")
             .map(Some)
-            .map_err(answer),
-        Err(e) => Err(answer(unavailable(
-            "the key store",
-            &e,
-            api.retry_after_secs,
-        ))),
+            .map_err(ApiError::into_sdk_response),
+        Err(e) => Err(unavailable("the key store", &e, api.retry_after_secs).into_sdk_response()),
     }
 }
 
@@ -56,7 +52,7 @@ pub(super) async fn handle(
 ) -> Response<Bytes> {
     match accept(api, parts, call, principal, body).await {
         Ok(()) => json_response(StatusCode::OK, &json!({"success": true})),
-        Err(e) => answer(e),
+        Err(e) => e.into_sdk_response(),
     }
 }
 
@@ -136,45 +132,4 @@ fn check_content_type(parts: &http::request::Parts) -> Result<(), ApiError> {
             ),
         )),
     }
-}
-
-/// An error in the SDKs' shape: `code` and `message` at the top level, and
-/// the usual `error` object.
-fn answer(e: ApiError) -> Response<Bytes> {
-    let (status, code, message, details, retry_after) = match e {
-        ApiError::Error {
-            status,
-            code,
-            message,
-            details,
-            retry_after,
-        } => (status, code, message, details, retry_after),
-        ApiError::Forbidden => (
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this key may not do this".to_owned(),
-            Vec::new(),
-            None,
-        ),
-        ApiError::MethodNotAllowed(allow) => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("use {allow} on this path"),
-            Vec::new(),
-            None,
-        ),
-    };
-    let mut r = json_response(
-        status,
-        &json!({
-            "code": code,
-            "message": message,
-            "error": {"code": code, "message": message, "details": details},
-        }),
-    );
-    if let Some(secs) = retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    r
 }
