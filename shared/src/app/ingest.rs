@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
+
 use crate::config;
 use crate::domain::keys::generated_event_id;
 use crate::domain::segment::{SegmentBody, SegmentCall, SegmentLimits, parse_segment_body};
@@ -69,24 +71,14 @@ impl Ingest {
     /// Checks `body` and queues its events for `app`, all or nothing.
     pub async fn accept(&self, app: &str, body: &[u8]) -> Result<Accepted, IngestError> {
         let envelope = parse_body(body, &self.limits)?;
-        let event_ids: Vec<String> = envelope
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| match &e.event_id {
-                Some(id) => id.to_string(),
-                None => generated_event_id(app, i, e.raw.get()),
-            })
-            .collect();
-        let events = envelope
-            .events
-            .iter()
-            .zip(&event_ids)
-            .map(|(e, id)| QueuedEvent {
-                event_id: id.as_str().into(),
-                event: e.raw,
-            })
-            .collect();
+        let event_ids = final_ids(
+            app,
+            envelope
+                .events
+                .iter()
+                .map(|e| (e.event_id.as_deref(), e.raw.get())),
+        );
+        let events = queued(&event_ids, envelope.events.iter().map(|e| e.raw));
         let batch = QueuedBatch::new(app, Timestamp::now(), envelope.sent_at, events);
         self.enqueue(&batch).await?;
         Ok(Accepted { event_ids })
@@ -114,24 +106,13 @@ impl Ingest {
         app: &str,
         body: &SegmentBody,
     ) -> Result<Accepted, IngestError> {
-        let event_ids: Vec<String> = body
-            .messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| match &m.message_id {
-                Some(id) => id.clone(),
-                None => generated_event_id(app, i, m.raw.get()),
-            })
-            .collect();
-        let events = body
-            .messages
-            .iter()
-            .zip(&event_ids)
-            .map(|(m, id)| QueuedEvent {
-                event_id: id.as_str().into(),
-                event: &m.raw,
-            })
-            .collect();
+        let event_ids = final_ids(
+            app,
+            body.messages
+                .iter()
+                .map(|m| (m.message_id.as_deref(), m.raw.get())),
+        );
+        let events = queued(&event_ids, body.messages.iter().map(|m| &*m.raw));
         self.enqueue(&QueuedBatch::segment(app, Timestamp::now(), events))
             .await?;
         Ok(Accepted { event_ids })
@@ -147,4 +128,26 @@ impl Ingest {
             )))),
         }
     }
+}
+
+/// Each event's final id, in order: the client's, or one made here from the
+/// event as sent and its position.
+fn final_ids<'a>(app: &str, sent: impl Iterator<Item = (Option<&'a str>, &'a str)>) -> Vec<String> {
+    sent.enumerate()
+        .map(|(i, (id, raw))| match id {
+            Some(id) => id.to_owned(),
+            None => generated_event_id(app, i, raw),
+        })
+        .collect()
+}
+
+/// The queued events: each one as sent, with its final id.
+fn queued<'a>(ids: &'a [String], raws: impl Iterator<Item = &'a RawValue>) -> Vec<QueuedEvent<'a>> {
+    ids.iter()
+        .zip(raws)
+        .map(|(id, event)| QueuedEvent {
+            event_id: id.as_str().into(),
+            event,
+        })
+        .collect()
 }
